@@ -1,0 +1,55 @@
+# fraudstream — every entry point. The build cache lives outside the clone so a second run is fast.
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/fraudstream/target
+export CARGO_TERM_COLOR ?= never
+CARGO ?= cargo
+LOCAL := deploy/local
+
+.PHONY: help services services-down test lint fmt build demo bench up down logs reset
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+services: ## install (cached) and start Kafka, the schema registry and ClickHouse on 127.0.0.1
+	@$(LOCAL)/up.sh
+
+services-down: ## stop the local services started by `make services`
+	@$(LOCAL)/down.sh
+
+build: ## build every binary (release)
+	$(CARGO) build --release --workspace
+
+test: services ## run every unit and integration test against the local services
+	@start=$$(date +%s); \
+	$(CARGO) test --workspace --no-fail-fast 2>&1 | tee $(CARGO_TARGET_DIR)/test.log; rc=$${PIPESTATUS[0]}; \
+	passed=$$(grep -Eo '[0-9]+ passed' $(CARGO_TARGET_DIR)/test.log | awk '{s+=$$1} END {print s+0}'); \
+	failed=$$(grep -Eo '[0-9]+ failed' $(CARGO_TARGET_DIR)/test.log | awk '{s+=$$1} END {print s+0}'); \
+	echo "tests took $$(( $$(date +%s) - start ))s (log: $(CARGO_TARGET_DIR)/test.log)"; \
+	echo "fraudstream: $$passed passed, $$failed failed"; \
+	exit $$rc
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+demo: services ## the whole pipeline on the local services, then a summary
+	@scripts/demo.sh
+
+bench: services ## throughput and latency table (bench/results/latest.md)
+	@scripts/bench.sh
+
+up: ## docker compose: the whole stack in containers (needs a Docker engine)
+	docker compose up -d --build
+
+down: ## docker compose: stop the stack
+	docker compose down
+
+logs: ## docker compose: follow the services' logs
+	docker compose logs -f --tail=100
+
+reset: ## docker compose: truncate tables, recreate topics, reset the trainer state
+	@echo "make reset arrives with the docker compose stack (issue 7)"; exit 1

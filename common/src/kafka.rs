@@ -1,0 +1,132 @@
+//! Kafka client configuration shared by every service, and topic creation.
+//!
+//! Security settings (SASL, TLS, ...) are not modelled: any librdkafka property passes through with
+//! `-X key=value` or `KAFKA_CONFIG="k=v,k=v"`, so the same binaries run against Redpanda Cloud or
+//! Confluent Cloud.
+
+use crate::{CommonError, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::Duration;
+
+/// Where Kafka is and how to talk to it. Flatten into a service's clap arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (host:port, comma separated).
+    #[arg(
+        long = "brokers",
+        env = "KAFKA_BROKERS",
+        default_value = "127.0.0.1:29092"
+    )]
+    pub brokers: String,
+    /// Schema registry URL (Confluent API). For Apicurio, append /apis/ccompat/v7.
+    #[arg(
+        long = "schema-registry",
+        env = "SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:28081/apis/ccompat/v7"
+    )]
+    pub schema_registry: String,
+    /// Extra librdkafka properties, e.g. -X security.protocol=SASL_SSL -X sasl.mechanism=PLAIN.
+    /// Repeatable; from the environment as KAFKA_CONFIG="k=v,k=v".
+    #[arg(
+        short = 'X',
+        value_name = "KEY=VALUE",
+        env = "KAFKA_CONFIG",
+        value_delimiter = ','
+    )]
+    pub extra: Vec<String>,
+}
+
+impl KafkaArgs {
+    /// Args pointing at `brokers` and `registry` with no extra properties (tests, tools).
+    pub fn new(brokers: &str, registry: &str) -> Self {
+        KafkaArgs {
+            brokers: brokers.into(),
+            schema_registry: registry.into(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// A librdkafka config with the brokers and every `-X` property applied.
+    pub fn client_config(&self) -> Result<ClientConfig> {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.brokers);
+        for kv in &self.extra {
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                CommonError::KafkaConfig(format!(
+                    "-X {kv:?} is not KEY=VALUE (example: -X security.protocol=SASL_SSL)"
+                ))
+            })?;
+            cfg.set(k.trim(), v.trim());
+        }
+        Ok(cfg)
+    }
+
+    /// An admin client on the same cluster.
+    pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>> {
+        Ok(self.client_config()?.create()?)
+    }
+}
+
+/// A topic the project needs, with the settings it must have.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub config: Vec<(String, String)>,
+}
+
+impl TopicSpec {
+    pub fn new(name: &str, partitions: i32) -> Self {
+        TopicSpec {
+            name: name.into(),
+            partitions,
+            config: Vec::new(),
+        }
+    }
+
+    /// Log compaction: only the newest value per key is kept (the `models` topic).
+    pub fn compacted(mut self) -> Self {
+        self.config
+            .push(("cleanup.policy".into(), "compact".into()));
+        self
+    }
+
+    pub fn with(mut self, key: &str, value: &str) -> Self {
+        self.config.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// Creates the topics that do not exist yet; existing topics are left as they are.
+pub async fn ensure_topics(
+    admin: &AdminClient<DefaultClientContext>,
+    specs: &[TopicSpec],
+    replication: i32,
+) -> Result<()> {
+    let new: Vec<NewTopic> = specs
+        .iter()
+        .map(|s| {
+            let mut t = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(replication));
+            for (k, v) in &s.config {
+                t = t.set(k, v);
+            }
+            t
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&new, &opts).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(CommonError::TopicCreation {
+                    topic,
+                    message: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}

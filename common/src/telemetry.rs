@@ -1,0 +1,78 @@
+//! Structured logs with `tracing`, and OTLP trace export when an endpoint is configured.
+
+use crate::{CommonError, Result};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
+
+/// Logging and tracing options. Flatten into a service's clap arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TelemetryArgs {
+    /// Log format: `text` for people, `json` for log shippers. Levels via RUST_LOG (default info).
+    #[arg(long, env = "FRAUDSTREAM_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318/v1/traces). Off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// Keeps the trace exporter alive; flushes pending spans when dropped.
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            let _ = p.shutdown();
+        }
+    }
+}
+
+/// Installs the global subscriber for `service`. Call once, first thing in `main`.
+pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuard> {
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = if args.log_format == "json" {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_filter(filter())
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_filter(filter())
+            .boxed()
+    };
+    let (otel, provider) = match &args.otlp_endpoint {
+        Some(endpoint) => {
+            use opentelemetry_otlp::WithExportConfig;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(endpoint)
+                .build()
+                .map_err(|e| {
+                    CommonError::Telemetry(format!("OTLP exporter for {endpoint}: {e}"))
+                })?;
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(
+                    opentelemetry_sdk::Resource::builder()
+                        .with_service_name(service)
+                        .build(),
+                )
+                .build();
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer(service))
+                .with_filter(filter())
+                .boxed();
+            (Some(layer), Some(provider))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .map_err(|e| CommonError::Telemetry(e.to_string()))?;
+    Ok(TelemetryGuard { provider })
+}

@@ -1,0 +1,76 @@
+//! Helpers for tests that run against the real local services (`deploy/local/up.sh`).
+//! Every test gets its own topics and database, named after the test, so tests never share state.
+
+use crate::clickhouse::ClickHouseArgs;
+use crate::kafka::KafkaArgs;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Broker, registry and ClickHouse of the local services, overridable by the usual env variables.
+pub fn local_kafka() -> KafkaArgs {
+    KafkaArgs::new(
+        &std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:29092".into()),
+        &std::env::var("SCHEMA_REGISTRY_URL")
+            .unwrap_or_else(|_| "http://127.0.0.1:28081/apis/ccompat/v7".into()),
+    )
+}
+
+/// ClickHouse of the local services, with a database of the test's own.
+pub fn local_clickhouse(database: &str) -> ClickHouseArgs {
+    ClickHouseArgs::new(
+        &std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:28123".into()),
+        database,
+    )
+}
+
+/// A name unique to this test run: `<test>_<pid>_<counter>` (valid as topic and database name).
+pub fn unique_name(test: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let clean: String = test
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!(
+        "{clean}_{}_{n}_{}",
+        std::process::id(),
+        crate::now_millis() % 100_000
+    )
+}
+
+/// Reads `topic` from the beginning until `expected` messages arrived or `timeout` passed, and
+/// returns what arrived. `read_committed` hides aborted and open transactions, as a real consumer
+/// of the project's outputs would.
+pub async fn read_topic(
+    kafka: &KafkaArgs,
+    topic: &str,
+    read_committed: bool,
+    expected: usize,
+    timeout: std::time::Duration,
+) -> crate::Result<Vec<rdkafka::message::OwnedMessage>> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let consumer: StreamConsumer = kafka
+        .client_config()?
+        .set("group.id", unique_name("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set(
+            "isolation.level",
+            if read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut out = Vec::with_capacity(expected);
+    while out.len() < expected {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => out.push(m.detach()),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => break,
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,92 @@
+//! The broker does what the pipeline relies on: compaction settings and transactions.
+
+use fraudstream_common::kafka::{ensure_topics, TopicSpec};
+use fraudstream_common::testing::{local_kafka, read_topic, unique_name};
+use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::Message;
+use std::time::Duration;
+
+#[tokio::test]
+async fn models_topic_is_created_compacted() {
+    let kafka = local_kafka();
+    let admin = kafka.admin().unwrap();
+    let topic = unique_name("models_compacted");
+    ensure_topics(&admin, &[TopicSpec::new(&topic, 1).compacted()], 1)
+        .await
+        .unwrap();
+    // Creating it again is not an error (services call ensure_topics on every start).
+    ensure_topics(&admin, &[TopicSpec::new(&topic, 1).compacted()], 1)
+        .await
+        .unwrap();
+    let configs = admin
+        .describe_configs(&[ResourceSpecifier::Topic(&topic)], &AdminOptions::new())
+        .await
+        .unwrap();
+    let resource = configs.into_iter().next().unwrap().unwrap();
+    let policy = resource.get("cleanup.policy").and_then(|e| e.value.clone());
+    assert_eq!(policy.as_deref(), Some("compact"));
+}
+
+#[tokio::test]
+async fn aborted_transaction_is_invisible_to_read_committed() {
+    let kafka = local_kafka();
+    let topic = unique_name("txn_abort");
+    ensure_topics(&kafka.admin().unwrap(), &[TopicSpec::new(&topic, 1)], 1)
+        .await
+        .unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = kafka
+        .client_config()
+        .unwrap()
+        .set("transactional.id", unique_name("txn"))
+        .create()
+        .unwrap();
+    let t = Duration::from_secs(30);
+    producer.init_transactions(t).unwrap();
+
+    producer.begin_transaction().unwrap();
+    for i in 0..10 {
+        let v = format!("aborted-{i}");
+        producer
+            .send(BaseRecord::<(), _>::to(&topic).payload(&v))
+            .unwrap();
+    }
+    producer.flush(t).unwrap();
+    producer.abort_transaction(t).unwrap();
+
+    producer.begin_transaction().unwrap();
+    for i in 0..5 {
+        let v = format!("committed-{i}");
+        producer
+            .send(BaseRecord::<(), _>::to(&topic).payload(&v))
+            .unwrap();
+    }
+    producer.commit_transaction(t).unwrap();
+
+    // read_committed sees exactly the 5 committed records, in order.
+    let committed = read_topic(&kafka, &topic, true, 15, Duration::from_secs(8))
+        .await
+        .unwrap();
+    let values: Vec<String> = committed
+        .iter()
+        .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        (0..5).map(|i| format!("committed-{i}")).collect::<Vec<_>>()
+    );
+
+    // read_uncommitted sees the aborted ones too: the abort really wrote them to the log.
+    let all = read_topic(&kafka, &topic, false, 15, Duration::from_secs(8))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 15);
+}
+
+#[test]
+fn bad_extra_property_names_the_fix() {
+    let mut kafka = local_kafka();
+    kafka.extra = vec!["security.protocol".into()];
+    let err = kafka.client_config().unwrap_err().to_string();
+    assert!(err.contains("KEY=VALUE"), "{err}");
+}

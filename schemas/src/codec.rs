@@ -1,0 +1,343 @@
+//! Confluent wire format through a schema registry.
+//!
+//! Registration and schema lookup by id go through `schema_registry_converter` (cached, one
+//! request per subject or id per process). The Avro body itself is written and read with
+//! apache-avro's schema-aware serde, without the intermediate `Value` tree, because this sits on
+//! the hot path of every service (hundreds of thousands of records per second).
+//! A record written with a different schema than ours (an older or newer producer) is resolved
+//! against our schema first, so adding an optional field never breaks a running consumer.
+
+use crate::types::AvroRecord;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::Schema;
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// Errors of encoding, decoding and talking to the registry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    #[error(
+        "schema registry at {url}: {message} (is the registry running? check SCHEMA_REGISTRY_URL)"
+    )]
+    Registry { url: String, message: String },
+    #[error("not in Confluent wire format: {0}")]
+    WireFormat(String),
+    #[error("Avro encoding of {record} failed: {source}")]
+    Encode {
+        record: &'static str,
+        source: apache_avro::Error,
+    },
+    #[error("Avro decoding as {record} (writer schema id {schema_id}) failed: {source}")]
+    Decode {
+        record: &'static str,
+        schema_id: u32,
+        source: apache_avro::Error,
+    },
+}
+
+/// A writer schema fetched by id, and whether it is exactly the schema of one of our types
+/// (then the fast, resolution-free reader applies).
+struct WriterSchema {
+    schema: Schema,
+    canonical: String,
+}
+
+/// Encodes and decodes [`AvroRecord`]s in the Confluent wire format. Cheap to share (`Arc`).
+pub struct Codec {
+    url: String,
+    encoder: AvroEncoder,
+    decoder: AvroDecoder,
+    ids: RwLock<HashMap<String, u32>>,
+    writers: RwLock<HashMap<u32, Arc<WriterSchema>>>,
+}
+
+impl Codec {
+    /// A codec for the registry at `url` (Confluent API; for Apicurio use `.../apis/ccompat/v7`).
+    pub fn new(url: &str) -> Self {
+        let settings = SrSettings::new(url.trim_end_matches('/').to_string());
+        Codec {
+            url: url.to_string(),
+            encoder: AvroEncoder::new(settings.clone()),
+            decoder: AvroDecoder::new(settings),
+            ids: RwLock::new(HashMap::new()),
+            writers: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn registry_error(&self, e: impl std::fmt::Display) -> SchemaError {
+        SchemaError::Registry {
+            url: self.url.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// The registry id of `T`'s schema under `<topic>-value`, registering it on first use.
+    pub async fn schema_id<T: AvroRecord>(&self, topic: &str) -> Result<u32, SchemaError> {
+        let subject = crate::topics::value_subject(topic);
+        if let Some(id) = self.ids.read().unwrap().get(&subject) {
+            return Ok(*id);
+        }
+        let supplied = SuppliedSchema::new(None, SchemaType::Avro, T::SCHEMA_JSON.to_string());
+        let strategy =
+            SubjectNameStrategy::TopicNameStrategyWithSchema(topic.into(), false, supplied);
+        let registered = self
+            .encoder
+            .get_schema_and_id(&subject, strategy)
+            .await
+            .map_err(|e| self.registry_error(e))?;
+        self.ids.write().unwrap().insert(subject, registered.id);
+        Ok(registered.id)
+    }
+
+    /// Encodes `value` for `topic`: magic byte, schema id, Avro body.
+    pub async fn encode<T: AvroRecord>(
+        &self,
+        topic: &str,
+        value: &T,
+    ) -> Result<Vec<u8>, SchemaError> {
+        let id = self.schema_id::<T>(topic).await?;
+        encode_with_id(id, value)
+    }
+
+    /// The writer schema with registry id `id` (fetched once, then cached).
+    async fn writer_schema(&self, id: u32) -> Result<Arc<WriterSchema>, SchemaError> {
+        if let Some(w) = self.writers.read().unwrap().get(&id) {
+            return Ok(w.clone());
+        }
+        let fetched = self
+            .decoder
+            .get_schema(id)
+            .await
+            .map_err(|e| self.registry_error(e))?;
+        let writer = Arc::new(WriterSchema {
+            canonical: fetched.parsed.canonical_form(),
+            schema: fetched.parsed.clone(),
+        });
+        self.writers.write().unwrap().insert(id, writer.clone());
+        Ok(writer)
+    }
+
+    /// Decodes a wire-format payload as `T`, resolving the writer's schema against `T`'s.
+    pub async fn decode<T: AvroRecord>(&self, payload: &[u8]) -> Result<T, SchemaError> {
+        let (id, body) = split_wire_format(payload)?;
+        let writer = self.writer_schema(id).await?;
+        decode_body(&writer, id, body)
+    }
+}
+
+/// Splits a Confluent payload into schema id and Avro body.
+pub(crate) fn split_wire_format(payload: &[u8]) -> Result<(u32, &[u8]), SchemaError> {
+    match payload {
+        [0, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
+        [] => Err(SchemaError::WireFormat("empty payload".into())),
+        [m, ..] if *m != 0 => Err(SchemaError::WireFormat(format!(
+            "magic byte is {m}, expected 0 (was this written without a schema registry serializer?)"
+        ))),
+        _ => Err(SchemaError::WireFormat(format!(
+            "payload of {} bytes is shorter than the 5-byte header",
+            payload.len()
+        ))),
+    }
+}
+
+fn encode_with_id<T: AvroRecord>(id: u32, value: &T) -> Result<Vec<u8>, SchemaError> {
+    let mut out = Vec::with_capacity(160);
+    out.push(0);
+    out.extend_from_slice(&id.to_be_bytes());
+    let err = |source| SchemaError::Encode {
+        record: type_name::<T>(),
+        source,
+    };
+    T::datum_writer().write_ser(&mut out, value).map_err(err)?;
+    Ok(out)
+}
+
+fn decode_body<T: AvroRecord>(
+    writer: &WriterSchema,
+    id: u32,
+    mut body: &[u8],
+) -> Result<T, SchemaError> {
+    let err = |source| SchemaError::Decode {
+        record: type_name::<T>(),
+        schema_id: id,
+        source,
+    };
+    if writer.canonical == T::canonical_form() {
+        // Same schema as ours: read straight into T.
+        let reader = GenericDatumReader::builder(&writer.schema)
+            .human_readable(false)
+            .build()
+            .map_err(err)?;
+        let value: T = reader.read_deser(&mut body).map_err(err)?;
+        trailing_bytes_check(body, id)?;
+        return Ok(value);
+    }
+    // Another version of the schema: resolve the writer's data against our reader schema.
+    let reader = GenericDatumReader::builder(&writer.schema)
+        .reader_schema(T::schema())
+        .build()
+        .map_err(err)?;
+    let value = reader.read_value(&mut body).map_err(err)?;
+    trailing_bytes_check(body, id)?;
+    apache_avro::from_value(&value).map_err(err)
+}
+
+fn trailing_bytes_check(rest: &[u8], id: u32) -> Result<(), SchemaError> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(SchemaError::WireFormat(format!(
+            "{} bytes left over after the record (schema id {id}): the payload does not match its schema",
+            rest.len()
+        )))
+    }
+}
+
+fn type_name<T>() -> &'static str {
+    std::any::type_name::<T>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("record")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Reason, Transaction, TransactionType};
+    use apache_avro::writer::datum::GenericDatumWriter;
+
+    fn tx() -> Transaction {
+        Transaction {
+            transaction_id: "tx-1".into(),
+            event_time: 1_700_000_000_123,
+            step: 7,
+            tx_type: TransactionType::CashOut,
+            amount: 181.0,
+            name_orig: "C840083671".into(),
+            oldbalance_org: 181.0,
+            newbalance_orig: 0.0,
+            name_dest: "C38997010".into(),
+            oldbalance_dest: 21182.0,
+            newbalance_dest: 0.0,
+            is_flagged_fraud: false,
+        }
+    }
+
+    fn writer_for<T: AvroRecord>() -> WriterSchema {
+        WriterSchema {
+            schema: T::schema().clone(),
+            canonical: T::schema().canonical_form(),
+        }
+    }
+
+    #[test]
+    fn wire_format_round_trip_without_registry() {
+        let bytes = encode_with_id(42, &tx()).unwrap();
+        assert_eq!(&bytes[..5], &[0, 0, 0, 0, 42]);
+        let (id, body) = split_wire_format(&bytes).unwrap();
+        assert_eq!(id, 42);
+        let back: Transaction = decode_body(&writer_for::<Transaction>(), id, body).unwrap();
+        assert_eq!(back, tx());
+    }
+
+    #[test]
+    fn bad_payloads_say_what_is_wrong() {
+        assert!(split_wire_format(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        assert!(split_wire_format(&[1, 0, 0, 0, 1, 2])
+            .unwrap_err()
+            .to_string()
+            .contains("magic byte is 1"));
+        assert!(split_wire_format(&[0, 0, 1])
+            .unwrap_err()
+            .to_string()
+            .contains("shorter"));
+        let mut bytes = encode_with_id(1, &tx()).unwrap();
+        bytes.truncate(bytes.len() - 3);
+        let (id, body) = split_wire_format(&bytes).unwrap();
+        assert!(decode_body::<Transaction>(&writer_for::<Transaction>(), id, body).is_err());
+    }
+
+    #[test]
+    fn newer_writer_with_an_extra_optional_field_still_decodes() {
+        // A producer that added `channel` (optional) writes; a consumer on the old schema reads.
+        let newer = Transaction::SCHEMA_JSON.replacen(
+            r#""fields": ["#,
+            r#""fields": [{"name": "channel", "type": ["null", "string"], "default": null},"#,
+            1,
+        );
+        let newer = Schema::parse_str(&newer).unwrap();
+        let t = tx();
+        let mut record = apache_avro::types::Record::new(&newer).unwrap();
+        record.put(
+            "channel",
+            apache_avro::types::Value::Union(1, Box::new("app".into())),
+        );
+        let old = apache_avro::to_value(&t).unwrap();
+        if let apache_avro::types::Value::Record(fields) = old {
+            for (k, v) in fields {
+                let v = match (k.as_str(), v) {
+                    ("type", apache_avro::types::Value::String(s)) => {
+                        let idx = TransactionType::ALL
+                            .iter()
+                            .position(|x| x.as_str() == s)
+                            .unwrap();
+                        apache_avro::types::Value::Enum(idx as u32, s)
+                    }
+                    ("event_time", apache_avro::types::Value::Long(l)) => {
+                        apache_avro::types::Value::TimestampMillis(l)
+                    }
+                    (_, v) => v,
+                };
+                record.put(&k, v);
+            }
+        }
+        let body = GenericDatumWriter::builder(&newer)
+            .build()
+            .unwrap()
+            .write_value_to_vec(record)
+            .unwrap();
+        let writer = WriterSchema {
+            canonical: newer.canonical_form(),
+            schema: newer,
+        };
+        let back: Transaction = decode_body(&writer, 9, &body).unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn prediction_with_options_and_reasons_round_trips() {
+        let p = crate::Prediction {
+            transaction_id: "t".into(),
+            name_orig: "C1".into(),
+            tx_type: TransactionType::Transfer,
+            amount: 1.5,
+            event_time: 1,
+            scored_at: 2,
+            score: 0.97,
+            is_alert: true,
+            threshold: 0.5,
+            model_name: "paysim".into(),
+            model_version: 3,
+            challenger_score: Some(0.4),
+            challenger_version: None,
+            top_reasons: vec![Reason {
+                feature: "error_balance_orig".into(),
+                contribution: 2.5,
+            }],
+        };
+        let bytes = encode_with_id(5, &p).unwrap();
+        let (id, body) = split_wire_format(&bytes).unwrap();
+        let back: crate::Prediction =
+            decode_body(&writer_for::<crate::Prediction>(), id, body).unwrap();
+        assert_eq!(back, p);
+    }
+}

@@ -1,0 +1,200 @@
+//! Rust mirrors of the `.avsc` files. Field names match the schemas exactly (serde maps them).
+
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::Schema;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// A type with an Avro schema of its own, from `avsc/`.
+pub trait AvroRecord: Serialize + DeserializeOwned {
+    /// The schema text, as registered in the registry.
+    const SCHEMA_JSON: &'static str;
+    /// The parsed schema (parsed once per process).
+    fn schema() -> &'static Schema;
+    /// The schema's parsing canonical form: equal forms mean no resolution is needed.
+    fn canonical_form() -> &'static str;
+    /// A writer for the schema, built once (it resolves named types up front).
+    fn datum_writer() -> &'static GenericDatumWriter<'static>;
+}
+
+macro_rules! avro_record {
+    ($ty:ty, $file:literal) => {
+        impl AvroRecord for $ty {
+            const SCHEMA_JSON: &'static str = include_str!(concat!("../avsc/", $file));
+            fn schema() -> &'static Schema {
+                static SCHEMA: OnceLock<Schema> = OnceLock::new();
+                SCHEMA.get_or_init(|| {
+                    Schema::parse_str(Self::SCHEMA_JSON).expect(concat!(
+                        "avsc/",
+                        $file,
+                        " is a valid Avro schema"
+                    ))
+                })
+            }
+            fn canonical_form() -> &'static str {
+                static FORM: OnceLock<String> = OnceLock::new();
+                FORM.get_or_init(|| Self::schema().canonical_form())
+            }
+            fn datum_writer() -> &'static GenericDatumWriter<'static> {
+                static WRITER: OnceLock<GenericDatumWriter<'static>> = OnceLock::new();
+                WRITER.get_or_init(|| {
+                    GenericDatumWriter::builder(Self::schema())
+                        .human_readable(false)
+                        .build()
+                        .expect(concat!("avsc/", $file, " resolves"))
+                })
+            }
+        }
+    };
+}
+
+/// PaySim's five transaction types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TransactionType {
+    #[serde(rename = "PAYMENT")]
+    Payment,
+    #[serde(rename = "TRANSFER")]
+    Transfer,
+    #[serde(rename = "CASH_OUT")]
+    CashOut,
+    #[serde(rename = "DEBIT")]
+    Debit,
+    #[serde(rename = "CASH_IN")]
+    CashIn,
+}
+
+impl TransactionType {
+    pub const ALL: [TransactionType; 5] = [
+        TransactionType::Payment,
+        TransactionType::Transfer,
+        TransactionType::CashOut,
+        TransactionType::Debit,
+        TransactionType::CashIn,
+    ];
+
+    /// The name used in PaySim CSV files and in the Avro enum.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransactionType::Payment => "PAYMENT",
+            TransactionType::Transfer => "TRANSFER",
+            TransactionType::CashOut => "CASH_OUT",
+            TransactionType::Debit => "DEBIT",
+            TransactionType::CashIn => "CASH_IN",
+        }
+    }
+}
+
+impl std::str::FromStr for TransactionType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TransactionType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown transaction type {s:?} (expected PAYMENT, TRANSFER, CASH_OUT, DEBIT or CASH_IN)")
+            })
+    }
+}
+
+impl std::fmt::Display for TransactionType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One PaySim transaction (`avsc/transaction.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub transaction_id: String,
+    /// Milliseconds since the Unix epoch (timestamp-millis).
+    pub event_time: i64,
+    pub step: i32,
+    #[serde(rename = "type")]
+    pub tx_type: TransactionType,
+    pub amount: f64,
+    pub name_orig: String,
+    pub oldbalance_org: f64,
+    pub newbalance_orig: f64,
+    pub name_dest: String,
+    pub oldbalance_dest: f64,
+    pub newbalance_dest: f64,
+    pub is_flagged_fraud: bool,
+}
+avro_record!(Transaction, "transaction.avsc");
+
+/// Late ground truth (`avsc/label.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Label {
+    pub transaction_id: String,
+    pub is_fraud: bool,
+    pub labelled_at: i64,
+}
+avro_record!(Label, "label.avsc");
+
+/// One feature's contribution to an alert's score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    pub feature: String,
+    pub contribution: f64,
+}
+
+/// The scorer's verdict (`avsc/prediction.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub transaction_id: String,
+    pub name_orig: String,
+    #[serde(rename = "type")]
+    pub tx_type: TransactionType,
+    pub amount: f64,
+    pub event_time: i64,
+    pub scored_at: i64,
+    pub score: f64,
+    pub is_alert: bool,
+    pub threshold: f64,
+    pub model_name: String,
+    pub model_version: i32,
+    pub challenger_score: Option<f64>,
+    pub challenger_version: Option<i32>,
+    pub top_reasons: Vec<Reason>,
+}
+avro_record!(Prediction, "prediction.avsc");
+
+/// How `ModelRecord::model_text` is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Compression {
+    #[serde(rename = "NONE")]
+    None,
+    #[serde(rename = "ZSTD")]
+    Zstd,
+}
+
+/// A model's role; the scorer serves the champion and shadows the challenger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelStatus {
+    #[serde(rename = "CHAMPION")]
+    Champion,
+    #[serde(rename = "CHALLENGER")]
+    Challenger,
+    #[serde(rename = "RETIRED")]
+    Retired,
+}
+
+/// One model version (`avsc/model_record.avsc`), the value of the compacted `models` topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    pub model_name: String,
+    pub version: i32,
+    pub created_at: i64,
+    pub format: String,
+    pub feature_names: Vec<String>,
+    pub threshold: f64,
+    pub metrics: HashMap<String, f64>,
+    pub training_window_start: i64,
+    pub training_window_end: i64,
+    pub compression: Compression,
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub model_text: Vec<u8>,
+    pub status: ModelStatus,
+}
+avro_record!(ModelRecord, "model_record.avsc");

@@ -1,0 +1,1 @@
+//! The trainer: trains, evaluates, gates and publishes LightGBM models. Built in issue 6.
