@@ -51,8 +51,17 @@ impl KafkaArgs {
 
     /// A librdkafka config with the brokers and every `-X` property applied.
     pub fn client_config(&self) -> Result<ClientConfig> {
+        self.client_config_with(&[])
+    }
+
+    /// Like [`KafkaArgs::client_config`], with a service's own `defaults` applied first, so that
+    /// a user's `-X` can still override any of them.
+    pub fn client_config_with(&self, defaults: &[(&str, &str)]) -> Result<ClientConfig> {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &self.brokers);
+        for (k, v) in defaults {
+            cfg.set(*k, *v);
+        }
         for kv in &self.extra {
             let (k, v) = kv.split_once('=').ok_or_else(|| {
                 CommonError::KafkaConfig(format!(

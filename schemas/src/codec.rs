@@ -105,6 +105,12 @@ impl Codec {
         encode_with_id(id, value)
     }
 
+    /// Encodes with a schema id already obtained from [`Codec::schema_id`]: no registry call and
+    /// no await, for hot loops.
+    pub fn encode_with_id<T: AvroRecord>(id: u32, value: &T) -> Result<Vec<u8>, SchemaError> {
+        encode_with_id(id, value)
+    }
+
     /// The writer schema with registry id `id` (fetched once, then cached).
     async fn writer_schema(&self, id: u32) -> Result<Arc<WriterSchema>, SchemaError> {
         if let Some(w) = self.writers.read().unwrap().get(&id) {

@@ -1,0 +1,295 @@
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use fraudstream_common::kafka::KafkaArgs;
+use fraudstream_common::telemetry::{self, TelemetryArgs};
+use fraudstream_schemas::topics;
+use indicatif::{ProgressBar, ProgressStyle};
+use producer::publish::{publish, LabelDelay, PublishConfig};
+use producer::{simulate, split, stats};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// PaySim data into fraudstream: simulate it, inspect it, split it by time, replay it into Kafka.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate PaySim-like transactions as a CSV with the Kaggle header (deterministic per seed).
+    Simulate {
+        /// Number of rows (the Kaggle file has 6,362,620).
+        #[arg(long, env = "FRAUDSTREAM_ROWS", default_value_t = 6_362_620)]
+        rows: u64,
+        /// Random seed; the same seed gives the same file.
+        #[arg(long, env = "FRAUDSTREAM_SEED", default_value_t = 42)]
+        seed: u64,
+        /// Output CSV file.
+        #[arg(long, short, default_value = "paysim.csv")]
+        out: PathBuf,
+        /// Also print the file's statistics (as `producer stats`).
+        #[arg(long)]
+        stats: bool,
+    },
+    /// Print a PaySim file's type mix, fraud rate per type and amount quantiles next to PaySim's.
+    Stats {
+        /// The CSV to inspect.
+        input: PathBuf,
+    },
+    /// Split a PaySim file by time (step) into historical.csv and stream.csv.
+    Split {
+        /// The CSV to split.
+        #[arg(long, short)]
+        input: PathBuf,
+        /// Share of rows (whole steps) that go to the historical part.
+        #[arg(long, default_value_t = 0.9)]
+        ratio: f64,
+        /// Directory for historical.csv and stream.csv.
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+    },
+    /// Replay a PaySim CSV into Kafka: transactions now, labels after --label-delay.
+    Publish {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// The CSV to publish (the Kaggle file or one from `simulate`/`split`).
+        #[arg(long, short)]
+        input: PathBuf,
+        /// Transactions per second (default: as fast as the broker takes them).
+        #[arg(long, env = "FRAUDSTREAM_RATE", conflicts_with = "speedup")]
+        rate: Option<f64>,
+        /// Simulated hours (PaySim steps) per wall-clock second, instead of --rate.
+        #[arg(long, env = "FRAUDSTREAM_SPEEDUP")]
+        speedup: Option<f64>,
+        /// Stop after this many transactions.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Start again at the end of the file (ids get a loop number), until --limit or Ctrl-C.
+        #[arg(long = "loop")]
+        repeat: bool,
+        /// When labels follow: PaySim steps ("24", "24steps") or seconds ("30s"); 0 = at once.
+        #[arg(long, env = "FRAUDSTREAM_LABEL_DELAY", default_value = "24steps")]
+        label_delay: LabelDelay,
+        /// Stop at the first malformed row (default: skip it, count it, report it).
+        #[arg(long)]
+        strict: bool,
+        /// Write malformed rows with line and reason to this CSV.
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+        /// Transaction id prefix (ids are <prefix>-<line>); default: the file's name.
+        #[arg(long)]
+        id_prefix: Option<String>,
+        /// Topic for transactions.
+        #[arg(long, env = "FRAUDSTREAM_TRANSACTIONS_TOPIC", default_value = topics::TRANSACTIONS)]
+        transactions_topic: String,
+        /// Topic for labels.
+        #[arg(long, env = "FRAUDSTREAM_LABELS_TOPIC", default_value = topics::LABELS)]
+        labels_topic: String,
+        /// Partitions for topics this run creates (existing topics keep theirs).
+        #[arg(long, env = "FRAUDSTREAM_PARTITIONS", default_value_t = 6)]
+        partitions: i32,
+    },
+}
+
+fn bar(len: Option<u64>, what: &str) -> ProgressBar {
+    let pb = match len {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new_spinner(),
+    };
+    let template = if len.is_some() {
+        "{spinner} [{elapsed_precise}] {bar:40} {human_pos}/{human_len} {msg} ({per_sec}, eta {eta})"
+    } else {
+        "{spinner} [{elapsed_precise}] {human_pos} {msg} ({per_sec})"
+    };
+    pb.set_style(ProgressStyle::with_template(template).unwrap());
+    pb.set_message(what.to_string());
+    pb
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let _telemetry = telemetry::init("producer", &cli.telemetry)?;
+    match cli.command {
+        Command::Simulate {
+            rows,
+            seed,
+            out,
+            stats,
+        } => {
+            let file = std::fs::File::create(&out)
+                .with_context(|| format!("creating {}", out.display()))?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+            let pb = bar(Some(rows), "rows");
+            let start = std::time::Instant::now();
+            let summary = simulate::simulate(rows, seed, &mut w, |n| pb.set_position(n))
+                .with_context(|| format!("writing {}", out.display()))?;
+            pb.finish_and_clear();
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "wrote {} rows to {} in {:.1}s ({:.0} rows/s): {} fraud, {} flagged, seed {}",
+                summary.rows,
+                out.display(),
+                secs,
+                summary.rows as f64 / secs,
+                summary.fraud_rows,
+                summary.flagged_rows,
+                seed
+            );
+            if stats {
+                print!("{}", stats::FileStats::of_file(&out)?.report());
+            }
+        }
+        Command::Stats { input } => {
+            print!("{}", stats::FileStats::of_file(&input)?.report());
+        }
+        Command::Split {
+            input,
+            ratio,
+            out_dir,
+        } => {
+            if !(0.0..=1.0).contains(&ratio) {
+                bail!("--ratio must be between 0 and 1 (got {ratio})");
+            }
+            std::fs::create_dir_all(&out_dir)?;
+            let (h, s) = (out_dir.join("historical.csv"), out_dir.join("stream.csv"));
+            let r = split::split(&input, ratio, &h, &s)?;
+            println!(
+                "cut after step {}: {} ({} rows, {} fraud) | {} ({} rows, {} fraud){}",
+                r.cut_step,
+                h.display(),
+                r.historical_rows,
+                r.historical_fraud,
+                s.display(),
+                r.stream_rows,
+                r.stream_fraud,
+                if r.bad_rows > 0 {
+                    format!(" | {} bad rows left out", r.bad_rows)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        Command::Publish {
+            kafka,
+            input,
+            rate,
+            speedup,
+            limit,
+            repeat,
+            label_delay,
+            strict,
+            rejects,
+            id_prefix,
+            transactions_topic,
+            labels_topic,
+            partitions,
+        } => {
+            let id_prefix = id_prefix.unwrap_or_else(|| {
+                input
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "tx".into())
+            });
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                eprintln!("stopping: flushing what was sent (Ctrl-C again to abort)");
+                flag.store(true, Ordering::Relaxed);
+                shutdown_signal().await;
+                std::process::exit(130);
+            });
+            let pb = bar(limit, "transactions");
+            let pb2 = pb.clone();
+            let cfg = PublishConfig {
+                input,
+                transactions_topic,
+                labels_topic,
+                partitions,
+                rate,
+                speedup,
+                limit,
+                repeat,
+                label_delay,
+                strict,
+                id_prefix,
+            };
+            let s = publish(&kafka, cfg, stop, move |s| {
+                pb2.set_position(s.sent);
+                pb2.set_message(format!("sent, {} acked, {} labels", s.acked, s.labels_sent));
+            })
+            .await?;
+            pb.finish_and_clear();
+            println!(
+                "published {} transactions in {:.1}s ({:.0} tx/s): {} acknowledged, {} failed; labels: {} sent, {} acknowledged, {} failed{}",
+                s.sent,
+                s.elapsed.as_secs_f64(),
+                s.rate(),
+                s.acked,
+                s.failed,
+                s.labels_sent,
+                s.labels_acked,
+                s.labels_failed,
+                if s.interrupted { " (interrupted)" } else { "" }
+            );
+            if s.labels_early > 0 {
+                println!(
+                    "{} labels were sent before their delay because of the interrupt",
+                    s.labels_early
+                );
+            }
+            if let Some(e) = &s.first_delivery_error {
+                println!("first delivery error: {e}");
+            }
+            if s.bad_row_count > 0 {
+                println!("{} malformed rows skipped:", s.bad_row_count);
+                for b in s.bad_rows.iter().take(10) {
+                    println!("  line {}: {}", b.line, b.reason);
+                }
+                if let Some(path) = rejects {
+                    let mut w = std::io::BufWriter::new(std::fs::File::create(&path)?);
+                    writeln!(w, "line,reason,row")?;
+                    for b in &s.bad_rows {
+                        writeln!(
+                            w,
+                            "{},\"{}\",\"{}\"",
+                            b.line,
+                            b.reason.replace('"', "'"),
+                            b.text.replace('"', "'")
+                        )?;
+                    }
+                    println!(
+                        "  (first {} written to {})",
+                        s.bad_rows.len(),
+                        path.display()
+                    );
+                }
+            }
+            if s.failed > 0 || s.labels_failed > 0 {
+                bail!(
+                    "{} transactions and {} labels were not acknowledged by Kafka",
+                    s.failed,
+                    s.labels_failed
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,434 @@
+//! Replays a PaySim CSV into Kafka: `Transaction`s to `transactions` (key = origin account) and,
+//! after a delay, `Label`s to `labels` (key = transaction id).
+//!
+//! Delivery: at-least-once with the idempotent producer (no duplicates from retries within a
+//! run). Transaction ids are derived from the file and line (`<prefix>-<line>`), so publishing
+//! the same file again yields the same ids and the sink's dedup keeps one row per transaction.
+
+use crate::paysim::{BadRow, CsvError, CsvReader, PaySimRow};
+use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
+use fraudstream_common::{now_millis, CommonError};
+use fraudstream_schemas::{Codec, Label, SchemaError, Transaction};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Errors that stop a publish run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    #[error(transparent)]
+    Csv(#[from] CsvError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error(transparent)]
+    Common(#[from] CommonError),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("invalid option: {0}")]
+    Config(String),
+}
+
+/// When a transaction's label is published.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LabelDelay {
+    /// Once the replay reaches a row `n` PaySim steps (hours) later.
+    Steps(i32),
+    /// `n` wall-clock seconds after the transaction was sent.
+    Seconds(f64),
+}
+
+impl std::str::FromStr for LabelDelay {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let bad =
+            || format!("label delay {s:?}: use steps (\"24\" or \"24steps\") or seconds (\"30s\")");
+        if let Some(n) = s.strip_suffix("steps").or_else(|| s.strip_suffix("step")) {
+            n.trim().parse().map(LabelDelay::Steps).map_err(|_| bad())
+        } else if let Some(n) = s.strip_suffix('s') {
+            n.trim().parse().map(LabelDelay::Seconds).map_err(|_| bad())
+        } else {
+            s.parse().map(LabelDelay::Steps).map_err(|_| bad())
+        }
+    }
+}
+
+/// What to publish and how fast.
+#[derive(Debug, Clone)]
+pub struct PublishConfig {
+    pub input: PathBuf,
+    pub transactions_topic: String,
+    pub labels_topic: String,
+    /// Partitions for topics created by this run (existing topics are left alone).
+    pub partitions: i32,
+    /// Transactions per second; `None` = as fast as the broker takes them.
+    pub rate: Option<f64>,
+    /// Simulated hours (steps) per wall-clock second; an alternative to `rate`.
+    pub speedup: Option<f64>,
+    /// Stop after this many transactions.
+    pub limit: Option<u64>,
+    /// Start over at the end of the file (ids get a loop number), until `limit` or Ctrl-C.
+    pub repeat: bool,
+    pub label_delay: LabelDelay,
+    /// Stop at the first bad row instead of skipping it.
+    pub strict: bool,
+    /// Transaction ids are `<prefix>-<line>` (`<prefix>-<loop>-<line>` after the first loop).
+    pub id_prefix: String,
+}
+
+/// Running counts, for progress display and the final summary.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PublishSummary {
+    pub sent: u64,
+    pub acked: u64,
+    pub failed: u64,
+    pub labels_sent: u64,
+    pub labels_acked: u64,
+    pub labels_failed: u64,
+    /// Labels sent before their delay because the run was interrupted.
+    pub labels_early: u64,
+    pub bad_row_count: u64,
+    /// The first bad rows (at most 100), with line and reason.
+    pub bad_rows: Vec<BadRow>,
+    pub first_delivery_error: Option<String>,
+    pub interrupted: bool,
+    pub elapsed: Duration,
+}
+
+impl PublishSummary {
+    pub fn rate(&self) -> f64 {
+        self.sent as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+const TX: usize = 0;
+const LABEL: usize = 1;
+
+/// Counts broker acknowledgements per record kind.
+#[derive(Default)]
+struct Deliveries {
+    acked: [AtomicU64; 2],
+    failed: [AtomicU64; 2],
+    first_error: Mutex<Option<String>>,
+}
+
+struct DeliveryContext(Arc<Deliveries>);
+impl ClientContext for DeliveryContext {}
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, kind: usize) {
+        match result {
+            Ok(_) => self.0.acked[kind].fetch_add(1, Ordering::Relaxed),
+            Err((e, _)) => {
+                self.0
+                    .first_error
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| e.to_string());
+                self.0.failed[kind].fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+/// Producer settings tuned for throughput; any of them can be overridden with `-X`.
+const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("linger.ms", "10"),
+    ("batch.size", "1000000"),
+    ("batch.num.messages", "20000"),
+    ("compression.type", "lz4"),
+    ("queue.buffering.max.messages", "1000000"),
+    ("queue.buffering.max.kbytes", "1048576"),
+];
+
+/// A label waiting for its time.
+struct PendingLabel {
+    due_step: i32,
+    due_at: Instant,
+    transaction_id: String,
+    is_fraud: bool,
+}
+
+struct Sender {
+    producer: ThreadedProducer<DeliveryContext>,
+    deliveries: Arc<Deliveries>,
+    tx_schema: u32,
+    label_schema: u32,
+    cfg: PublishConfig,
+}
+
+impl Sender {
+    /// Sends one record, waiting while librdkafka's queue is full.
+    fn send(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        kind: usize,
+    ) -> Result<(), PublishError> {
+        let mut record = BaseRecord::with_opaque_to(topic, kind)
+            .key(key)
+            .payload(payload);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn send_label(&self, l: &PendingLabel) -> Result<(), PublishError> {
+        let label = Label {
+            transaction_id: l.transaction_id.clone(),
+            is_fraud: l.is_fraud,
+            labelled_at: now_millis(),
+        };
+        let payload = Codec::encode_with_id(self.label_schema, &label)?;
+        self.send(
+            &self.cfg.labels_topic,
+            &label.transaction_id,
+            &payload,
+            LABEL,
+        )
+    }
+}
+
+fn transaction(row: &PaySimRow, transaction_id: String) -> Transaction {
+    Transaction {
+        transaction_id,
+        event_time: now_millis(),
+        step: row.step,
+        tx_type: row.tx_type,
+        amount: row.amount,
+        name_orig: row.name_orig.clone(),
+        oldbalance_org: row.oldbalance_org,
+        newbalance_orig: row.newbalance_orig,
+        name_dest: row.name_dest.clone(),
+        oldbalance_dest: row.oldbalance_dest,
+        newbalance_dest: row.newbalance_dest,
+        is_flagged_fraud: row.is_flagged_fraud,
+    }
+}
+
+/// Publishes the file. `stop` ends the run early (Ctrl-C): everything sent is flushed and
+/// reported. `progress` is called about ten times a second with the running counts.
+pub async fn publish(
+    kafka: &KafkaArgs,
+    cfg: PublishConfig,
+    stop: Arc<AtomicBool>,
+    progress: impl FnMut(&PublishSummary) + Send + 'static,
+) -> Result<PublishSummary, PublishError> {
+    if cfg.rate.is_some() && cfg.speedup.is_some() {
+        return Err(PublishError::Config(
+            "use --rate or --speedup, not both".into(),
+        ));
+    }
+    if matches!(cfg.rate, Some(r) if r <= 0.0) || matches!(cfg.speedup, Some(s) if s <= 0.0) {
+        return Err(PublishError::Config(
+            "--rate and --speedup must be positive".into(),
+        ));
+    }
+    // Open the file first: a missing file or wrong header fails before anything is sent.
+    CsvReader::open(&cfg.input)?;
+    let codec = Codec::new(&kafka.schema_registry);
+    let tx_schema = codec
+        .schema_id::<Transaction>(&cfg.transactions_topic)
+        .await?;
+    let label_schema = codec.schema_id::<Label>(&cfg.labels_topic).await?;
+    ensure_topics(
+        &kafka.admin()?,
+        &[
+            TopicSpec::new(&cfg.transactions_topic, cfg.partitions),
+            TopicSpec::new(&cfg.labels_topic, cfg.partitions),
+        ],
+        1,
+    )
+    .await?;
+    let deliveries = Arc::new(Deliveries::default());
+    let producer = kafka
+        .client_config_with(PRODUCER_DEFAULTS)?
+        .create_with_context(DeliveryContext(deliveries.clone()))?;
+    let sender = Sender {
+        producer,
+        deliveries,
+        tx_schema,
+        label_schema,
+        cfg,
+    };
+    tokio::task::spawn_blocking(move || run(sender, stop, progress))
+        .await
+        .map_err(|e| PublishError::Config(format!("publisher thread failed: {e}")))?
+}
+
+fn run(
+    s: Sender,
+    stop: Arc<AtomicBool>,
+    mut progress: impl FnMut(&PublishSummary),
+) -> Result<PublishSummary, PublishError> {
+    let start = Instant::now();
+    let mut summary = PublishSummary::default();
+    let mut pending: VecDeque<PendingLabel> = VecDeque::new();
+    let mut last_progress = Instant::now();
+    let mut first_step: Option<i32> = None;
+    let limit = s.cfg.limit.unwrap_or(u64::MAX);
+    let mut round = 0u32;
+    let snapshot = |summary: &mut PublishSummary, d: &Deliveries| {
+        summary.acked = d.acked[TX].load(Ordering::Relaxed);
+        summary.failed = d.failed[TX].load(Ordering::Relaxed);
+        summary.labels_acked = d.acked[LABEL].load(Ordering::Relaxed);
+        summary.labels_failed = d.failed[LABEL].load(Ordering::Relaxed);
+        summary.elapsed = start.elapsed();
+    };
+    'file: loop {
+        let mut reader = CsvReader::open(&s.cfg.input)?;
+        let mut sent_this_round = 0u64;
+        while summary.sent < limit && !stop.load(Ordering::Relaxed) {
+            let Some((line, row)) = reader.next_row()? else {
+                break;
+            };
+            let row = match row {
+                Ok(r) => r,
+                Err(bad) => {
+                    if s.cfg.strict {
+                        return Err(reader.strict_error(&bad).into());
+                    }
+                    if summary.bad_rows.len() < 100 {
+                        summary.bad_rows.push(bad);
+                    }
+                    summary.bad_row_count += 1;
+                    continue;
+                }
+            };
+            // Pace: where should we be in time by now?
+            let first = *first_step.get_or_insert(row.step);
+            let due = match (s.cfg.rate, s.cfg.speedup) {
+                (Some(rate), _) => Some(Duration::from_secs_f64(summary.sent as f64 / rate)),
+                (_, Some(speedup)) => Some(Duration::from_secs_f64(
+                    (row.step - first).max(0) as f64 / speedup,
+                )),
+                _ => None,
+            };
+            if let Some(due) = due {
+                let now = start.elapsed();
+                if due > now + Duration::from_millis(1) {
+                    std::thread::sleep(due - now);
+                }
+            }
+            // Labels whose time has come.
+            let now = Instant::now();
+            while let Some(p) = pending.front() {
+                let ready = match s.cfg.label_delay {
+                    LabelDelay::Steps(_) => p.due_step <= row.step,
+                    LabelDelay::Seconds(_) => p.due_at <= now,
+                };
+                if !ready {
+                    break;
+                }
+                s.send_label(p)?;
+                summary.labels_sent += 1;
+                pending.pop_front();
+            }
+            let id = if round == 0 {
+                format!("{}-{line}", s.cfg.id_prefix)
+            } else {
+                format!("{}-{round}-{line}", s.cfg.id_prefix)
+            };
+            let tx = transaction(&row, id);
+            let payload = Codec::encode_with_id(s.tx_schema, &tx)?;
+            s.send(&s.cfg.transactions_topic, &tx.name_orig, &payload, TX)?;
+            summary.sent += 1;
+            sent_this_round += 1;
+            let label = PendingLabel {
+                due_step: match s.cfg.label_delay {
+                    LabelDelay::Steps(n) => row.step + n,
+                    LabelDelay::Seconds(_) => i32::MAX,
+                },
+                due_at: match s.cfg.label_delay {
+                    LabelDelay::Seconds(secs) => now + Duration::from_secs_f64(secs),
+                    LabelDelay::Steps(_) => now,
+                },
+                transaction_id: tx.transaction_id,
+                is_fraud: row.is_fraud,
+            };
+            if s.cfg.label_delay == LabelDelay::Steps(0)
+                || s.cfg.label_delay == LabelDelay::Seconds(0.0)
+            {
+                s.send_label(&label)?;
+                summary.labels_sent += 1;
+            } else {
+                pending.push_back(label);
+            }
+            if last_progress.elapsed() >= Duration::from_millis(100) {
+                last_progress = Instant::now();
+                snapshot(&mut summary, &s.deliveries);
+                progress(&summary);
+            }
+        }
+        let more = s.cfg.repeat
+            && sent_this_round > 0
+            && summary.sent < limit
+            && !stop.load(Ordering::Relaxed);
+        if !more {
+            break 'file;
+        }
+        round += 1;
+        first_step = None;
+    }
+    // The stream has ended: labels in step mode are all due now; in seconds mode wait for them,
+    // unless interrupted (then send them early rather than lose them).
+    while let Some(p) = pending.pop_front() {
+        if let LabelDelay::Seconds(_) = s.cfg.label_delay {
+            let now = Instant::now();
+            if p.due_at > now && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(p.due_at - now);
+            } else if p.due_at > now {
+                summary.labels_early += 1;
+            }
+        }
+        s.send_label(&p)?;
+        summary.labels_sent += 1;
+        if last_progress.elapsed() >= Duration::from_millis(100) {
+            last_progress = Instant::now();
+            snapshot(&mut summary, &s.deliveries);
+            progress(&summary);
+        }
+    }
+    summary.interrupted = stop.load(Ordering::Relaxed);
+    // Everything sent is flushed and acknowledged (or reported failed) before we return.
+    s.producer.flush(Duration::from_secs(60))?;
+    snapshot(&mut summary, &s.deliveries);
+    summary.first_delivery_error = s.deliveries.first_error.lock().unwrap().clone();
+    progress(&summary);
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_delay_parses_steps_and_seconds() {
+        assert_eq!("24".parse::<LabelDelay>().unwrap(), LabelDelay::Steps(24));
+        assert_eq!(
+            "6steps".parse::<LabelDelay>().unwrap(),
+            LabelDelay::Steps(6)
+        );
+        assert_eq!(
+            "1.5s".parse::<LabelDelay>().unwrap(),
+            LabelDelay::Seconds(1.5)
+        );
+        assert!("soon".parse::<LabelDelay>().unwrap_err().contains("30s"));
+    }
+}
