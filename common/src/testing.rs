@@ -68,6 +68,10 @@ pub async fn read_topic(
     while out.len() < expected {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Ok(Ok(m)) => out.push(m.detach()),
+            // A topic nobody wrote to yet simply has no messages.
+            Ok(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            ))) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => break,
         }

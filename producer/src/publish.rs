@@ -205,17 +205,17 @@ impl Sender {
     }
 }
 
-fn transaction(row: &PaySimRow, transaction_id: String) -> Transaction {
+fn transaction(row: PaySimRow, transaction_id: String) -> Transaction {
     Transaction {
         transaction_id,
         event_time: now_millis(),
         step: row.step,
         tx_type: row.tx_type,
         amount: row.amount,
-        name_orig: row.name_orig.clone(),
+        name_orig: row.name_orig,
         oldbalance_org: row.oldbalance_org,
         newbalance_orig: row.newbalance_orig,
-        name_dest: row.name_dest.clone(),
+        name_dest: row.name_dest,
         oldbalance_dest: row.oldbalance_dest,
         newbalance_dest: row.newbalance_dest,
         is_flagged_fraud: row.is_flagged_fraud,
@@ -345,14 +345,15 @@ fn run(
             } else {
                 format!("{}-{round}-{line}", s.cfg.id_prefix)
             };
-            let tx = transaction(&row, id);
+            let (step, is_fraud) = (row.step, row.is_fraud);
+            let tx = transaction(row, id);
             let payload = Codec::encode_with_id(s.tx_schema, &tx)?;
             s.send(&s.cfg.transactions_topic, &tx.name_orig, &payload, TX)?;
             summary.sent += 1;
             sent_this_round += 1;
             let label = PendingLabel {
                 due_step: match s.cfg.label_delay {
-                    LabelDelay::Steps(n) => row.step + n,
+                    LabelDelay::Steps(n) => step + n,
                     LabelDelay::Seconds(_) => i32::MAX,
                 },
                 due_at: match s.cfg.label_delay {
@@ -360,7 +361,7 @@ fn run(
                     LabelDelay::Steps(_) => now,
                 },
                 transaction_id: tx.transaction_id,
-                is_fraud: row.is_fraud,
+                is_fraud,
             };
             if s.cfg.label_delay == LabelDelay::Steps(0)
                 || s.cfg.label_delay == LabelDelay::Seconds(0.0)
