@@ -4,9 +4,15 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/fraudstream/target
 export CARGO_TERM_COLOR ?= never
 CARGO ?= cargo
+# LightGBM needs CMake >= 3.28; scripts/build-deps.sh installs it here.
+export CMAKE ?= $(HOME)/.cache/fraudstream/cmake/cmake/data/bin/cmake
 LOCAL := deploy/local
+.DEFAULT_GOAL := help
 
-.PHONY: help services services-down test lint fmt build demo bench up down logs reset
+deps: ## install build prerequisites (CMake >= 3.28, libclang) if missing
+	@scripts/build-deps.sh
+
+.PHONY: help deps services services-down test lint fmt build demo bench up down logs reset
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -17,10 +23,10 @@ services: ## install (cached) and start Kafka, the schema registry and ClickHous
 services-down: ## stop the local services started by `make services`
 	@$(LOCAL)/down.sh
 
-build: ## build every binary (release)
+build: deps ## build every binary (release)
 	$(CARGO) build --release --workspace
 
-test: services ## run every unit and integration test against the local services
+test: deps services ## run every unit and integration test against the local services
 	@start=$$(date +%s); \
 	$(CARGO) test --workspace --no-fail-fast 2>&1 | tee $(CARGO_TARGET_DIR)/test.log; rc=$${PIPESTATUS[0]}; \
 	passed=$$(grep -Eo '[0-9]+ passed' $(CARGO_TARGET_DIR)/test.log | awk '{s+=$$1} END {print s+0}'); \
@@ -30,17 +36,17 @@ test: services ## run every unit and integration test against the local services
 	echo "fraudstream: $$passed passed, $$failed failed"; \
 	exit $$rc
 
-lint: ## rustfmt and clippy, warnings are errors
+lint: deps ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-demo: services ## the whole pipeline on the local services, then a summary
+demo: deps services ## the whole pipeline on the local services, then a summary
 	@scripts/demo.sh
 
-bench: services ## throughput and latency table (bench/results/latest.md)
+bench: deps services ## throughput and latency table (bench/results/latest.md)
 	@scripts/bench.sh
 
 up: ## docker compose: the whole stack in containers (needs a Docker engine)

@@ -4,6 +4,7 @@
 //! What two services both need lives here, once.
 
 pub mod clickhouse;
+pub mod features;
 pub mod kafka;
 pub mod server;
 pub mod telemetry;

@@ -1,0 +1,243 @@
+//! The features of a transaction: one function, used by the trainer to build its training matrix
+//! and by the scorer on the live stream, so the two can never disagree (no training/serving skew).
+//!
+//! Besides the PaySim fields it keeps per-origin-account history (count and sum over the last
+//! [`WINDOW_STEPS`] steps, steps since the previous transaction). Both sides feed transactions
+//! through [`AccountHistory`] in event order; the scorer can do so because Kafka's key is the
+//! origin account, so all of an account's transactions reach the same scorer, in order.
+
+use fraudstream_schemas::{Transaction, TransactionType};
+use std::collections::HashMap;
+
+/// How far back the per-account window reaches, in PaySim steps (hours).
+pub const WINDOW_STEPS: i32 = 24;
+/// `steps_since_last` for an account seen for the first time.
+pub const NEVER_SEEN: f64 = -1.0;
+
+/// The feature names, in matrix column order. A model trained on other features is refused.
+pub const FEATURE_NAMES: [&str; 21] = [
+    "step",
+    "hour_of_day",
+    "type_payment",
+    "type_transfer",
+    "type_cash_out",
+    "type_debit",
+    "type_cash_in",
+    "amount",
+    "oldbalance_org",
+    "newbalance_orig",
+    "oldbalance_dest",
+    "newbalance_dest",
+    "error_balance_orig",
+    "error_balance_dest",
+    "dest_is_merchant",
+    "amount_to_balance_org",
+    "amount_to_balance_dest",
+    "orig_emptied",
+    "orig_tx_count_window",
+    "orig_amount_sum_window",
+    "orig_steps_since_last",
+];
+pub const N_FEATURES: usize = FEATURE_NAMES.len();
+
+/// The feature names as owned strings (for model metadata).
+pub fn feature_names() -> Vec<String> {
+    FEATURE_NAMES.iter().map(|s| s.to_string()).collect()
+}
+
+/// The fields features are computed from: a `Transaction` or a training row.
+#[derive(Debug, Clone, Copy)]
+pub struct TxView<'a> {
+    pub step: i32,
+    pub tx_type: TransactionType,
+    pub amount: f64,
+    pub name_orig: &'a str,
+    pub oldbalance_org: f64,
+    pub newbalance_orig: f64,
+    pub name_dest: &'a str,
+    pub oldbalance_dest: f64,
+    pub newbalance_dest: f64,
+}
+
+impl<'a> From<&'a Transaction> for TxView<'a> {
+    fn from(t: &'a Transaction) -> Self {
+        TxView {
+            step: t.step,
+            tx_type: t.tx_type,
+            amount: t.amount,
+            name_orig: &t.name_orig,
+            oldbalance_org: t.oldbalance_org,
+            newbalance_orig: t.newbalance_orig,
+            name_dest: &t.name_dest,
+            oldbalance_dest: t.oldbalance_dest,
+            newbalance_dest: t.newbalance_dest,
+        }
+    }
+}
+
+/// What the history knew about the account before this transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AccountFeatures {
+    pub count_window: f64,
+    pub sum_window: f64,
+    pub steps_since_last: f64,
+}
+
+/// One account's recent transactions: (step, amount), oldest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountState {
+    pub recent: Vec<(i32, f64)>,
+    pub last_step: Option<i32>,
+}
+
+impl AccountState {
+    /// Features from the state before `step`, then records (step, amount).
+    pub fn observe(&mut self, step: i32, amount: f64) -> AccountFeatures {
+        self.recent.retain(|(s, _)| step - s < WINDOW_STEPS);
+        let features = AccountFeatures {
+            count_window: self.recent.len() as f64,
+            sum_window: self.recent.iter().map(|(_, a)| a).sum(),
+            steps_since_last: self.last_step.map_or(NEVER_SEEN, |l| (step - l) as f64),
+        };
+        self.recent.push((step, amount));
+        self.last_step = Some(self.last_step.map_or(step, |l| l.max(step)));
+        features
+    }
+
+    /// True when nothing in the window is left at `step`: the state can be forgotten.
+    pub fn expired(&self, step: i32) -> bool {
+        self.last_step.is_none_or(|l| step - l >= WINDOW_STEPS)
+    }
+}
+
+/// Per-origin-account history, fed in event order.
+#[derive(Debug, Default)]
+pub struct AccountHistory {
+    pub accounts: HashMap<String, AccountState>,
+}
+
+impl AccountHistory {
+    pub fn observe(&mut self, name_orig: &str, step: i32, amount: f64) -> AccountFeatures {
+        match self.accounts.get_mut(name_orig) {
+            Some(s) => s.observe(step, amount),
+            None => {
+                let mut s = AccountState::default();
+                let f = s.observe(step, amount);
+                self.accounts.insert(name_orig.to_string(), s);
+                f
+            }
+        }
+    }
+
+    /// Drops accounts with nothing inside the window at `step` (keeps memory bounded).
+    pub fn evict_expired(&mut self, step: i32) {
+        self.accounts.retain(|_, s| !s.expired(step));
+    }
+}
+
+/// Appends the [`N_FEATURES`] features of `tx` to `out` (row-major matrix building).
+pub fn push_features(tx: &TxView<'_>, account: AccountFeatures, out: &mut Vec<f64>) {
+    let t = tx.tx_type;
+    let one_hot = |x: TransactionType| if t == x { 1.0 } else { 0.0 };
+    let merchant = tx.name_dest.starts_with('M');
+    out.extend_from_slice(&[
+        tx.step as f64,
+        (tx.step.rem_euclid(24)) as f64,
+        one_hot(TransactionType::Payment),
+        one_hot(TransactionType::Transfer),
+        one_hot(TransactionType::CashOut),
+        one_hot(TransactionType::Debit),
+        one_hot(TransactionType::CashIn),
+        tx.amount,
+        tx.oldbalance_org,
+        tx.newbalance_orig,
+        tx.oldbalance_dest,
+        tx.newbalance_dest,
+        tx.newbalance_orig + tx.amount - tx.oldbalance_org,
+        tx.oldbalance_dest + tx.amount - tx.newbalance_dest,
+        merchant as u8 as f64,
+        tx.amount / (tx.oldbalance_org + 1.0),
+        tx.amount / (tx.oldbalance_dest + 1.0),
+        (tx.oldbalance_org > 0.0 && tx.newbalance_orig == 0.0) as u8 as f64,
+        account.count_window,
+        account.sum_window,
+        account.steps_since_last,
+    ]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(
+        step: i32,
+        t: TransactionType,
+        amount: f64,
+        old: f64,
+        new: f64,
+        dest: &str,
+    ) -> TxView<'_> {
+        TxView {
+            step,
+            tx_type: t,
+            amount,
+            name_orig: "C1",
+            oldbalance_org: old,
+            newbalance_orig: new,
+            name_dest: dest,
+            oldbalance_dest: 0.0,
+            newbalance_dest: 0.0,
+        }
+    }
+
+    #[test]
+    fn balance_errors_and_flags() {
+        let mut out = Vec::new();
+        let v = view(25, TransactionType::Transfer, 100.0, 100.0, 0.0, "C9");
+        push_features(&v, AccountFeatures::default(), &mut out);
+        assert_eq!(out.len(), N_FEATURES);
+        let f = |name: &str| out[FEATURE_NAMES.iter().position(|n| *n == name).unwrap()];
+        assert_eq!(f("hour_of_day"), 1.0);
+        assert_eq!(f("type_transfer"), 1.0);
+        assert_eq!(f("type_payment"), 0.0);
+        assert_eq!(f("error_balance_orig"), 0.0); // 0 + 100 - 100
+        assert_eq!(f("error_balance_dest"), 100.0); // 0 + 100 - 0: the mule's balance never moved
+        assert_eq!(f("orig_emptied"), 1.0);
+        assert_eq!(f("dest_is_merchant"), 0.0);
+    }
+
+    #[test]
+    fn account_window_counts_only_recent_steps() {
+        let mut h = AccountHistory::default();
+        assert_eq!(
+            h.observe("C1", 1, 10.0),
+            AccountFeatures {
+                count_window: 0.0,
+                sum_window: 0.0,
+                steps_since_last: NEVER_SEEN
+            }
+        );
+        assert_eq!(
+            h.observe("C1", 5, 20.0),
+            AccountFeatures {
+                count_window: 1.0,
+                sum_window: 10.0,
+                steps_since_last: 4.0
+            }
+        );
+        // Step 26: the step-1 transaction is 25 steps old, out of the 24-step window.
+        assert_eq!(
+            h.observe("C1", 26, 1.0),
+            AccountFeatures {
+                count_window: 1.0,
+                sum_window: 20.0,
+                steps_since_last: 21.0
+            }
+        );
+        assert_eq!(h.observe("C2", 26, 1.0).steps_since_last, NEVER_SEEN);
+        h.evict_expired(49);
+        assert_eq!(h.accounts.len(), 2);
+        h.evict_expired(50);
+        assert!(h.accounts.is_empty());
+    }
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Build prerequisites that rustup and Debian's defaults lack, installed idempotently:
+#  - CMake >= 3.28 for LightGBM (Debian 12 ships 3.25), from PyPI into ~/.cache/fraudstream/cmake;
+#  - libclang for LightGBM's bindgen, from Debian.
+# Prints nothing when everything is there.
+set -euo pipefail
+CACHE="${FRAUDSTREAM_CACHE:-$HOME/.cache/fraudstream}"
+CMAKE_DIR="$CACHE/cmake"
+if [ ! -x "$CMAKE_DIR/cmake/data/bin/cmake" ]; then
+  echo "[deps] installing CMake >= 3.28 from PyPI into $CMAKE_DIR" >&2
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check --target "$CMAKE_DIR" "cmake>=3.28,<4" >&2
+fi
+if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+  echo "[deps] installing libclang-dev from Debian" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2 && apt-get install -y -qq libclang-dev >/dev/null
+fi
