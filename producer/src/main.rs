@@ -1,6 +1,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use fraudstream_common::kafka::KafkaArgs;
+use fraudstream_common::server::{self, Health};
 use fraudstream_common::telemetry::{self, TelemetryArgs};
 use fraudstream_schemas::topics;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -95,6 +96,9 @@ enum Command {
         /// Partitions for topics this run creates (existing topics keep theirs).
         #[arg(long, env = "FRAUDSTREAM_PARTITIONS", default_value_t = 6)]
         partitions: i32,
+        /// Serve /metrics and /health here while publishing (e.g. 127.0.0.1:9101).
+        #[arg(long, env = "FRAUDSTREAM_METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
 }
 
@@ -191,7 +195,14 @@ async fn main() -> Result<()> {
             transactions_topic,
             labels_topic,
             partitions,
+            metrics_addr,
         } => {
+            let metrics = PublishMetrics::new()?;
+            if let Some(addr) = metrics_addr {
+                let health = Health::new();
+                health.set_ready("publishing");
+                server::serve(addr, metrics.registry.clone(), health).await?;
+            }
             let id_prefix = id_prefix.unwrap_or_else(|| {
                 input
                     .file_stem()
@@ -223,6 +234,7 @@ async fn main() -> Result<()> {
                 id_prefix,
             };
             let s = publish(&kafka, cfg, stop, move |s| {
+                metrics.update(s);
                 pb2.set_position(s.sent);
                 pb2.set_message(format!("sent, {} acked, {} labels", s.acked, s.labels_sent));
             })
@@ -283,6 +295,63 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The publisher's counters, as Prometheus sees them.
+struct PublishMetrics {
+    registry: prometheus::Registry,
+    gauges: Vec<(
+        prometheus::IntGauge,
+        fn(&producer::publish::PublishSummary) -> u64,
+    )>,
+}
+
+impl PublishMetrics {
+    fn new() -> Result<Self> {
+        let registry = prometheus::Registry::new();
+        type Getter = fn(&producer::publish::PublishSummary) -> u64;
+        let defs: [(&str, &str, Getter); 6] = [
+            (
+                "producer_transactions_sent",
+                "Transactions handed to Kafka",
+                |s| s.sent,
+            ),
+            (
+                "producer_transactions_acked",
+                "Transactions acknowledged by Kafka",
+                |s| s.acked,
+            ),
+            (
+                "producer_transactions_failed",
+                "Transactions Kafka did not acknowledge",
+                |s| s.failed,
+            ),
+            ("producer_labels_sent", "Labels handed to Kafka", |s| {
+                s.labels_sent
+            }),
+            (
+                "producer_labels_acked",
+                "Labels acknowledged by Kafka",
+                |s| s.labels_acked,
+            ),
+            ("producer_bad_rows", "Malformed CSV rows skipped", |s| {
+                s.bad_row_count
+            }),
+        ];
+        let mut gauges = Vec::new();
+        for (name, help, get) in defs {
+            let g = prometheus::IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            gauges.push((g, get));
+        }
+        Ok(PublishMetrics { registry, gauges })
+    }
+
+    fn update(&self, s: &producer::publish::PublishSummary) {
+        for (g, get) in &self.gauges {
+            g.set(get(s) as i64);
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -305,6 +305,7 @@ pub fn simulate(
     let mut summary = SimSummary::default();
     let mut buf = Vec::with_capacity(1 << 21);
     let mut cumulative = 0.0;
+    let mut frauds = 0u64;
     for step in 1..=STEPS {
         cumulative += step_weight(step);
         let target = if step == STEPS {
@@ -312,8 +313,8 @@ pub fn simulate(
         } else {
             (rows as f64 * cumulative / total_weight).round() as u64
         };
-        let mut frauds =
-            events * step as u64 / STEPS as u64 - events * (step as u64 - 1) / STEPS as u64;
+        // Frauds a quiet step had no room for move on to the next step.
+        frauds += events * step as u64 / STEPS as u64 - events * (step as u64 - 1) / STEPS as u64;
         while summary.rows < target {
             // Place this step's frauds at random points among its rows.
             let left = target - summary.rows;
