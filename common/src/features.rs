@@ -83,30 +83,34 @@ pub struct AccountFeatures {
     pub steps_since_last: f64,
 }
 
-/// One account's recent transactions: (step, amount), oldest first.
+/// One account's recent transactions, oldest first.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AccountState {
-    pub recent: Vec<(i32, f64)>,
-    pub last_step: Option<i32>,
+    /// (position, step, amount); position = Kafka offset in the scorer, row index in the trainer.
+    pub recent: Vec<(i64, i32, f64)>,
 }
 
 impl AccountState {
-    /// Features from the state before `step`, then records (step, amount).
-    pub fn observe(&mut self, step: i32, amount: f64) -> AccountFeatures {
-        self.recent.retain(|(s, _)| step - s < WINDOW_STEPS);
+    /// Features from what came before `position`, then records this transaction.
+    ///
+    /// Entries at or after `position` are forgotten first: when a Kafka transaction is aborted and
+    /// its records are processed again, they see exactly the state they saw the first time.
+    pub fn observe(&mut self, position: i64, step: i32, amount: f64) -> AccountFeatures {
+        self.recent
+            .retain(|(p, s, _)| *p < position && step - s < WINDOW_STEPS);
+        let last = self.recent.iter().map(|(_, s, _)| *s).max();
         let features = AccountFeatures {
             count_window: self.recent.len() as f64,
-            sum_window: self.recent.iter().map(|(_, a)| a).sum(),
-            steps_since_last: self.last_step.map_or(NEVER_SEEN, |l| (step - l) as f64),
+            sum_window: self.recent.iter().map(|(_, _, a)| a).sum(),
+            steps_since_last: last.map_or(NEVER_SEEN, |l| (step - l) as f64),
         };
-        self.recent.push((step, amount));
-        self.last_step = Some(self.last_step.map_or(step, |l| l.max(step)));
+        self.recent.push((position, step, amount));
         features
     }
 
     /// True when nothing in the window is left at `step`: the state can be forgotten.
     pub fn expired(&self, step: i32) -> bool {
-        self.last_step.is_none_or(|l| step - l >= WINDOW_STEPS)
+        self.recent.iter().all(|(_, s, _)| step - s >= WINDOW_STEPS)
     }
 }
 
@@ -117,12 +121,18 @@ pub struct AccountHistory {
 }
 
 impl AccountHistory {
-    pub fn observe(&mut self, name_orig: &str, step: i32, amount: f64) -> AccountFeatures {
+    pub fn observe(
+        &mut self,
+        name_orig: &str,
+        position: i64,
+        step: i32,
+        amount: f64,
+    ) -> AccountFeatures {
         match self.accounts.get_mut(name_orig) {
-            Some(s) => s.observe(step, amount),
+            Some(s) => s.observe(position, step, amount),
             None => {
                 let mut s = AccountState::default();
-                let f = s.observe(step, amount);
+                let f = s.observe(position, step, amount);
                 self.accounts.insert(name_orig.to_string(), s);
                 f
             }
@@ -207,10 +217,21 @@ mod tests {
     }
 
     #[test]
+    fn replaying_a_position_sees_the_same_state() {
+        let mut h = AccountHistory::default();
+        h.observe("C1", 10, 1, 5.0);
+        let first = h.observe("C1", 11, 2, 7.0);
+        h.observe("C1", 12, 3, 9.0);
+        // Positions 11 and 12 are processed again after an abort: same features as before.
+        assert_eq!(h.observe("C1", 11, 2, 7.0), first);
+        assert_eq!(h.accounts["C1"].recent.len(), 2);
+    }
+
+    #[test]
     fn account_window_counts_only_recent_steps() {
         let mut h = AccountHistory::default();
         assert_eq!(
-            h.observe("C1", 1, 10.0),
+            h.observe("C1", 0, 1, 10.0),
             AccountFeatures {
                 count_window: 0.0,
                 sum_window: 0.0,
@@ -218,7 +239,7 @@ mod tests {
             }
         );
         assert_eq!(
-            h.observe("C1", 5, 20.0),
+            h.observe("C1", 1, 5, 20.0),
             AccountFeatures {
                 count_window: 1.0,
                 sum_window: 10.0,
@@ -227,14 +248,14 @@ mod tests {
         );
         // Step 26: the step-1 transaction is 25 steps old, out of the 24-step window.
         assert_eq!(
-            h.observe("C1", 26, 1.0),
+            h.observe("C1", 2, 26, 1.0),
             AccountFeatures {
                 count_window: 1.0,
                 sum_window: 20.0,
                 steps_since_last: 21.0
             }
         );
-        assert_eq!(h.observe("C2", 26, 1.0).steps_since_last, NEVER_SEEN);
+        assert_eq!(h.observe("C2", 3, 26, 1.0).steps_since_last, NEVER_SEEN);
         h.evict_expired(49);
         assert_eq!(h.accounts.len(), 2);
         h.evict_expired(50);

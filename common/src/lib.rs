@@ -6,6 +6,8 @@
 pub mod clickhouse;
 pub mod features;
 pub mod kafka;
+#[cfg(feature = "model")]
+pub mod model;
 pub mod server;
 pub mod telemetry;
 pub mod testing;
