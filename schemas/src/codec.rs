@@ -129,6 +129,17 @@ impl Codec {
         Ok(writer)
     }
 
+    /// Decodes without waiting when the writer schema is already cached (the hot path of a
+    /// consumer thread); `None` when the schema must first be fetched with [`Codec::decode`].
+    pub fn decode_cached<T: AvroRecord>(&self, payload: &[u8]) -> Option<Result<T, SchemaError>> {
+        let (id, body) = match split_wire_format(payload) {
+            Ok(x) => x,
+            Err(e) => return Some(Err(e)),
+        };
+        let writer = self.writers.read().unwrap().get(&id)?.clone();
+        Some(decode_body(&writer, id, body))
+    }
+
     /// Decodes a wire-format payload as `T`, resolving the writer's schema against `T`'s.
     pub async fn decode<T: AvroRecord>(&self, payload: &[u8]) -> Result<T, SchemaError> {
         let (id, body) = split_wire_format(payload)?;

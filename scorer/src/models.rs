@@ -1,0 +1,181 @@
+//! Models from the compacted `models` topic: a watcher thread reads it (from the beginning, so the
+//! newest champion is known at start) and hands records to the scoring thread, which owns the
+//! LightGBM boosters (they are not `Send`) and swaps them between batches, so scoring never pauses.
+
+use crate::metrics::ScorerMetrics;
+use fraudstream_common::kafka::KafkaArgs;
+use fraudstream_common::model::LoadedModel;
+use fraudstream_schemas::{Codec, ModelRecord, ModelStatus};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the watcher tells the scoring thread.
+pub enum ModelEvent {
+    Record(Box<ModelRecord>),
+    /// A record on the models topic that is not a ModelRecord at all.
+    Undecodable(String),
+    /// Everything that was on the topic at start has been delivered.
+    CaughtUp,
+}
+
+/// Reads `topic` from the beginning, forever (until `stop`), on a thread of its own.
+pub fn spawn_watcher(
+    kafka: &KafkaArgs,
+    topic: &str,
+    codec: Arc<Codec>,
+    runtime: tokio::runtime::Handle,
+    events: Sender<ModelEvent>,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, rdkafka::error::KafkaError> {
+    let consumer: BaseConsumer = kafka
+        .client_config_with(&[
+            ("group.id", "scorer-models-reader"),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+        ])
+        .map_err(|e| rdkafka::error::KafkaError::ClientCreation(e.to_string()))?
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+        let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+        ends.push((p.id(), high));
+    }
+    consumer.assign(&tpl)?;
+    let topic = topic.to_string();
+    Ok(std::thread::Builder::new()
+        .name("model-watcher".into())
+        .spawn(move || {
+            let mut caught_up = false;
+            while !stop.load(Ordering::Relaxed) {
+                if !caught_up {
+                    let done = ends.iter().all(|(p, high)| {
+                        *high == 0
+                            || consumer
+                                .position()
+                                .ok()
+                                .and_then(|pos| {
+                                    pos.find_partition(&topic, *p)
+                                        .and_then(|e| e.offset().to_raw())
+                                })
+                                .is_some_and(|o| o >= *high)
+                    });
+                    if done {
+                        caught_up = true;
+                        if events.send(ModelEvent::CaughtUp).is_err() {
+                            return;
+                        }
+                    }
+                }
+                let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+                    continue;
+                };
+                let event = match msg {
+                    Ok(m) => match m.payload() {
+                        None => continue, // a tombstone: nothing to load
+                        Some(payload) => {
+                            match runtime.block_on(codec.decode::<ModelRecord>(payload)) {
+                                Ok(r) => ModelEvent::Record(Box::new(r)),
+                                Err(e) => ModelEvent::Undecodable(format!(
+                                    "{topic}[{}]@{}: {e}",
+                                    m.partition(),
+                                    m.offset()
+                                )),
+                            }
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the models topic");
+                        continue;
+                    }
+                };
+                if events.send(event).is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("spawning the model watcher"))
+}
+
+/// The models the scoring thread serves: a champion (alerts) and optionally a challenger (shadow).
+#[derive(Default)]
+pub struct ModelSet {
+    pub champion: Option<LoadedModel>,
+    pub challenger: Option<LoadedModel>,
+}
+
+impl ModelSet {
+    /// Applies one record for `model_name`; a record that cannot be loaded is refused and the
+    /// models already serving keep serving.
+    pub fn apply(&mut self, record: &ModelRecord, model_name: &str, metrics: &ScorerMetrics) {
+        if record.model_name != model_name {
+            return;
+        }
+        let current = |m: &Option<LoadedModel>| m.as_ref().map(|m| m.version);
+        match record.status {
+            ModelStatus::Champion if current(&self.champion) != Some(record.version) => {
+                match LoadedModel::from_record(record) {
+                    Ok(m) => {
+                        tracing::info!(version = m.version, threshold = m.threshold, from = ?current(&self.champion), "champion model swapped in");
+                        if self.champion.is_some() {
+                            metrics.model_swaps.inc();
+                        }
+                        metrics
+                            .model_version
+                            .with_label_values(&["champion"])
+                            .set(m.version as i64);
+                        if current(&self.challenger) == Some(m.version) {
+                            self.challenger = None;
+                            metrics
+                                .model_version
+                                .with_label_values(&["challenger"])
+                                .set(0);
+                        }
+                        self.champion = Some(m);
+                    }
+                    Err(e) => self.refuse(e, metrics),
+                }
+            }
+            ModelStatus::Challenger if current(&self.challenger) != Some(record.version) => {
+                match LoadedModel::from_record(record) {
+                    Ok(m) => {
+                        tracing::info!(
+                            version = m.version,
+                            "challenger model loaded (shadow scoring)"
+                        );
+                        metrics
+                            .model_version
+                            .with_label_values(&["challenger"])
+                            .set(m.version as i64);
+                        self.challenger = Some(m);
+                    }
+                    Err(e) => self.refuse(e, metrics),
+                }
+            }
+            ModelStatus::Retired if current(&self.challenger) == Some(record.version) => {
+                tracing::info!(version = record.version, "challenger retired");
+                self.challenger = None;
+                metrics
+                    .model_version
+                    .with_label_values(&["challenger"])
+                    .set(0);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn refuse(&self, e: impl std::fmt::Display, metrics: &ScorerMetrics) {
+        metrics.models_refused.inc();
+        tracing::error!(
+            error = %e,
+            serving = ?self.champion.as_ref().map(|m| m.version),
+            "model refused; the current model keeps serving"
+        );
+    }
+}
