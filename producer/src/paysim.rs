@@ -24,6 +24,23 @@ pub struct PaySimRow {
     pub is_flagged_fraud: bool,
 }
 
+impl PaySimRow {
+    /// The fields the shared feature code reads (same code as the scorer's).
+    pub fn view(&self) -> fraudstream_common::features::TxView<'_> {
+        fraudstream_common::features::TxView {
+            step: self.step,
+            tx_type: self.tx_type,
+            amount: self.amount,
+            name_orig: &self.name_orig,
+            oldbalance_org: self.oldbalance_org,
+            newbalance_orig: self.newbalance_orig,
+            name_dest: &self.name_dest,
+            oldbalance_dest: self.oldbalance_dest,
+            newbalance_dest: self.newbalance_dest,
+        }
+    }
+}
+
 /// Problems with a PaySim file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -1,0 +1,361 @@
+//! The scorer against the real broker and registry: three instances in one group, one SIGKILLed
+//! mid-stream, a model swap, refused models and malformed records, all in one stream.
+
+use fraudstream_common::features::{push_features, AccountHistory, N_FEATURES};
+use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
+use fraudstream_common::model::pack_model_text;
+use fraudstream_common::testing::{local_kafka, unique_name};
+use fraudstream_schemas::{Codec, ModelRecord, ModelStatus, Prediction};
+use producer::paysim::CsvReader;
+use producer::publish::{publish, LabelDelay, PublishConfig};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A small LightGBM model trained on `csv` with the shared feature code.
+fn train(csv: &Path) -> String {
+    let mut reader = CsvReader::open(csv).unwrap();
+    let (mut rows, mut labels, mut history) = (Vec::new(), Vec::new(), AccountHistory::default());
+    let mut i = 0i64;
+    while let Some((_, row)) = reader.next_row().unwrap() {
+        let row = row.unwrap();
+        let account = history.observe(&row.name_orig, i, row.step, row.amount);
+        push_features(&row.view(), account, &mut rows);
+        labels.push(row.is_fraud as u8 as f32);
+        i += 1;
+    }
+    let data = lightgbm3::Dataset::from_slice(&rows, &labels, N_FEATURES as i32, true).unwrap();
+    let params = serde_json::json!({"objective": "binary", "num_iterations": 30, "num_leaves": 15,
+        "learning_rate": 0.1, "verbose": -1, "num_threads": 2});
+    lightgbm3::Booster::train(data, &params)
+        .unwrap()
+        .save_string()
+        .unwrap()
+}
+
+fn model_record(version: i32, text: &str, threshold: f64) -> ModelRecord {
+    let (compression, model_text) = pack_model_text(text);
+    ModelRecord {
+        model_name: "paysim".into(),
+        version,
+        created_at: 0,
+        format: "lightgbm-text".into(),
+        feature_names: fraudstream_common::features::feature_names(),
+        threshold,
+        metrics: HashMap::new(),
+        training_window_start: 0,
+        training_window_end: 0,
+        compression,
+        model_text,
+        status: ModelStatus::Champion,
+    }
+}
+
+struct Topics {
+    transactions: String,
+    labels: String,
+    predictions: String,
+    alerts: String,
+    dlq: String,
+    models: String,
+    group: String,
+}
+
+fn scorer(kafka: &KafkaArgs, t: &Topics, instance: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_scorer"))
+        .args([
+            "--brokers",
+            &kafka.brokers,
+            "--schema-registry",
+            &kafka.schema_registry,
+        ])
+        .args([
+            "--instance-id",
+            instance,
+            "--group",
+            &t.group,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--transactions-topic",
+            &t.transactions,
+            "--predictions-topic",
+            &t.predictions,
+        ])
+        .args([
+            "--alerts-topic",
+            &t.alerts,
+            "--dlq-topic",
+            &t.dlq,
+            "--models-topic",
+            &t.models,
+        ])
+        .args(["--commit-interval-ms", "100"])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap()
+}
+
+/// Reads a topic (read_committed) until it has been quiet for `quiet` after `expected` arrived.
+fn drain(
+    kafka: &KafkaArgs,
+    topic: &str,
+    expected: usize,
+    quiet: Duration,
+    deadline: Duration,
+) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = kafka
+        .client_config_with(&[
+            ("group.id", &unique_name("drain")),
+            ("auto.offset.reset", "earliest"),
+            ("isolation.level", "read_committed"),
+        ])
+        .unwrap()
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let (start, mut last) = (Instant::now(), Instant::now());
+    let mut out = Vec::new();
+    while start.elapsed() < deadline && !(out.len() >= expected && last.elapsed() >= quiet) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            out.push(m.detach());
+            last = Instant::now();
+        }
+    }
+    out
+}
+
+async fn send_raw(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_scorers_one_killed_exactly_one_prediction_each_and_a_live_model_swap() {
+    let kafka = local_kafka();
+    let t = Topics {
+        transactions: unique_name("scorer_tx"),
+        labels: unique_name("scorer_labels"),
+        predictions: unique_name("scorer_predictions"),
+        alerts: unique_name("scorer_alerts"),
+        dlq: unique_name("scorer_dlq"),
+        models: unique_name("scorer_models"),
+        group: unique_name("scorer_group"),
+    };
+    ensure_topics(
+        &kafka.admin().unwrap(),
+        &[
+            TopicSpec::new(&t.transactions, 6),
+            TopicSpec::new(&t.models, 1).compacted(),
+        ],
+        1,
+    )
+    .await
+    .unwrap();
+
+    // Data and a first model.
+    let dir = tempfile::tempdir().unwrap();
+    let all = dir.path().join("paysim.csv");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&all).unwrap());
+    producer::simulate::simulate(300_000, 5, &mut w, |_| {}).unwrap();
+    drop(w);
+    let (hist, stream) = (
+        dir.path().join("historical.csv"),
+        dir.path().join("stream.csv"),
+    );
+    producer::split::split(&all, 0.9, &hist, &stream).unwrap();
+    let model_text = train(&hist);
+    let codec = Codec::new(&kafka.schema_registry);
+    let raw: FutureProducer = kafka.client_config().unwrap().create().unwrap();
+    let v1 = codec
+        .encode(&t.models, &model_record(1, &model_text, 0.5))
+        .await
+        .unwrap();
+    send_raw(&raw, &t.models, "paysim", &v1).await;
+
+    let mut scorers: Vec<Child> = (0..3)
+        .map(|i| scorer(&kafka, &t, &unique_name(&format!("scorer{i}"))))
+        .collect();
+
+    // 200k transactions at 40k/s (the stream part, looped with fresh ids).
+    let n = 200_000u64;
+    let cfg = PublishConfig {
+        input: stream.clone(),
+        transactions_topic: t.transactions.clone(),
+        labels_topic: t.labels.clone(),
+        partitions: 6,
+        rate: Some(40_000.0),
+        speedup: None,
+        limit: Some(n),
+        repeat: true,
+        label_delay: LabelDelay::Steps(0),
+        strict: false,
+        id_prefix: "s".into(),
+    };
+    let publisher = tokio::spawn({
+        let kafka = kafka.clone();
+        async move {
+            publish(&kafka, cfg, Arc::new(AtomicBool::new(false)), |_| {})
+                .await
+                .unwrap()
+        }
+    });
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Malformed records and refused models, mid-stream.
+    for i in 0..20 {
+        send_raw(&raw, &t.transactions, &format!("C{i}"), b"not avro at all").await;
+    }
+    send_raw(&raw, &t.models, "paysim", b"\x00\x00\x00\x00\x01garbage").await;
+    let bad_text = codec
+        .encode(
+            &t.models,
+            &model_record(7, "tree\nthis is not a model", 0.5),
+        )
+        .await
+        .unwrap();
+    send_raw(&raw, &t.models, "paysim", &bad_text).await;
+    let mut wrong_features = model_record(8, &model_text, 0.5);
+    wrong_features.feature_names.pop();
+    send_raw(
+        &raw,
+        &t.models,
+        "paysim",
+        &codec.encode(&t.models, &wrong_features).await.unwrap(),
+    )
+    .await;
+
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    scorers[0].kill().unwrap(); // SIGKILL, mid-stream, mid-transaction
+    scorers[0].wait().unwrap();
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let v2 = codec
+        .encode(&t.models, &model_record(2, &model_text, 0.9))
+        .await
+        .unwrap();
+    send_raw(&raw, &t.models, "paysim", &v2).await;
+    let v2_sent_at = fraudstream_common::now_millis();
+
+    let published = publisher.await.unwrap();
+    assert_eq!(published.acked, n);
+
+    let messages = tokio::task::spawn_blocking({
+        let kafka = kafka.clone();
+        let topic = t.predictions.clone();
+        move || {
+            drain(
+                &kafka,
+                &topic,
+                n as usize,
+                Duration::from_secs(8),
+                Duration::from_secs(150),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let mut ids = HashSet::new();
+    let mut versions: HashMap<i32, u64> = HashMap::new();
+    let mut alerts = 0;
+    for m in &messages {
+        let p: Prediction = codec.decode(m.payload().unwrap()).await.unwrap();
+        assert!(
+            ids.insert(p.transaction_id.clone()),
+            "duplicate prediction for {}",
+            p.transaction_id
+        );
+        *versions.entry(p.model_version).or_default() += 1;
+        assert!((0.0..=1.0).contains(&p.score));
+        assert_eq!(p.is_alert, p.score >= p.threshold);
+        if p.is_alert {
+            alerts += 1;
+            assert_eq!(p.top_reasons.len(), 3, "an alert carries its top 3 reasons");
+        }
+        if p.scored_at > v2_sent_at + 5_000 {
+            assert_eq!(
+                p.model_version, 2,
+                "5 s after v2 was published every prediction uses it"
+            );
+        }
+        assert!(
+            p.model_version == 1 || p.model_version == 2,
+            "refused models never serve: {}",
+            p.model_version
+        );
+    }
+    assert_eq!(
+        ids.len() as u64,
+        n,
+        "exactly one prediction per transaction (versions {versions:?})"
+    );
+    assert!(
+        versions.get(&2).copied().unwrap_or(0) > 0,
+        "the new model was picked up: {versions:?}"
+    );
+    assert!(alerts > 0, "fraud in the stream raises alerts");
+
+    let alert_messages = drain(
+        &kafka,
+        &t.alerts,
+        alerts,
+        Duration::from_secs(3),
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        alert_messages.len(),
+        alerts,
+        "every alerting prediction is on the alerts topic, once"
+    );
+
+    let dead = drain(
+        &kafka,
+        &t.dlq,
+        20,
+        Duration::from_secs(3),
+        Duration::from_secs(30),
+    );
+    assert_eq!(dead.len(), 20, "every malformed record is in the DLQ, once");
+    for m in &dead {
+        let headers: HashMap<String, String> = m
+            .headers()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_string(),
+                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(headers["source.topic"], t.transactions);
+        assert!(headers["error"].contains("magic byte"), "{headers:?}");
+        assert!(
+            headers["source.offset"].parse::<i64>().is_ok()
+                && headers["source.partition"].parse::<i32>().is_ok()
+        );
+        assert_eq!(m.payload().unwrap(), b"not avro at all");
+    }
+
+    // The survivors stop cleanly on SIGTERM.
+    for s in scorers.iter_mut().skip(1) {
+        Command::new("kill")
+            .args(["-TERM", &s.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(s.wait().unwrap().success(), "a scorer exits 0 on SIGTERM");
+    }
+}
