@@ -6,7 +6,8 @@
 //! balances not tracked, as in PaySim); agents that pay out CASH_IN and take CASH_OUT.
 //! Fraud happens only the way PaySim does it: a fraudster takes over a victim's account, drains it
 //! with TRANSFER(s) of at most 10M to a mule (whose recorded balances stay 0, a PaySim artifact),
-//! and the mule cashes out the same amount. Fraud is spread evenly over time (not with the daily
+//! and the mule cashes out the same amount at once, emptying its account. Fraud is spread evenly
+//! over time (not with the daily
 //! cycle), so the late, quiet steps have a higher fraud rate, as in PaySim. A large fraudulent
 //! transfer (> 200,000) is sometimes caught by PaySim's rule: flagged, blocked (no money moves),
 //! and not cashed out.
@@ -250,8 +251,8 @@ impl World {
                 break;
             }
             remaining -= amount;
+            // The mule's account only ever holds the stolen money: it is emptied at once.
             let agent = self.agent();
-            let mule_balance = self.balances[mule];
             let agent_balance = self.balances[agent];
             self.balances[agent] += amount;
             account_id(b'C', mule, &mut self.orig);
@@ -261,8 +262,8 @@ impl World {
                 tx_type: TransactionType::CashOut,
                 amount,
                 name_orig: &self.orig,
-                oldbalance_org: mule_balance + amount,
-                newbalance_orig: mule_balance,
+                oldbalance_org: amount,
+                newbalance_orig: 0,
                 name_dest: &self.dest,
                 oldbalance_dest: agent_balance,
                 newbalance_dest: agent_balance + amount,

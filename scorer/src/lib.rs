@@ -79,6 +79,11 @@ pub struct ScorerConfig {
     pub state_lookback: i64,
     /// Partitions of topics this scorer creates if missing (outputs, DLQ).
     pub partitions: i32,
+    /// Benchmark baseline: forward each record's bytes to the predictions topic in the same
+    /// transactional loop, without decoding or scoring.
+    pub passthrough: bool,
+    /// Stop (cleanly) after this many records; for benchmarks.
+    pub stop_after: Option<u64>,
 }
 
 /// Counts of one run (for logs and tests).
@@ -88,6 +93,14 @@ pub struct RunSummary {
     pub predictions: u64,
     pub alerts: u64,
     pub dead_letters: u64,
+    /// From the first record polled to the last commit.
+    pub busy: Duration,
+}
+
+impl RunSummary {
+    pub fn rate(&self) -> f64 {
+        self.records as f64 / self.busy.as_secs_f64().max(1e-9)
+    }
 }
 
 /// The open Kafka transaction, shared with the rebalance callback.
@@ -281,7 +294,10 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("partition.assignment.strategy", "range,roundrobin"),
 ];
 
-fn send(producer: &BaseProducer, mut record: BaseRecord<'_, str, [u8]>) -> Result<(), ScorerError> {
+fn send<K: rdkafka::message::ToBytes + ?Sized>(
+    producer: &BaseProducer,
+    mut record: BaseRecord<'_, K, [u8]>,
+) -> Result<(), ScorerError> {
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
@@ -451,7 +467,9 @@ impl Engine {
         let mut last_evict = Instant::now();
         let mut rows: Vec<f64> = Vec::with_capacity(self.cfg.max_batch * N_FEATURES);
         let mut batch: Vec<(i32, i64, Transaction)> = Vec::with_capacity(self.cfg.max_batch);
-        while !self.stop.load(Ordering::Relaxed) {
+        let mut first_record: Option<Instant> = None;
+        let stop_after = self.cfg.stop_after.unwrap_or(u64::MAX);
+        while !self.stop.load(Ordering::Relaxed) && summary.records < stop_after {
             // New models are swapped in between batches: scoring never waits for a load.
             loop {
                 match events.try_recv() {
@@ -496,8 +514,25 @@ impl Engine {
 
             let mut txn_guard = txn.lock().unwrap();
             let t = &mut *txn_guard;
-            if !polled.is_empty() {
+            if !polled.is_empty() && self.cfg.passthrough {
                 t.begin()?;
+                first_record.get_or_insert_with(Instant::now);
+                for m in &polled {
+                    summary.records += 1;
+                    t.offsets.insert(m.partition(), m.offset() + 1);
+                    let mut record = BaseRecord::<[u8], [u8]>::to(&self.cfg.predictions_topic);
+                    if let Some(k) = m.key() {
+                        record = record.key(k);
+                    }
+                    if let Some(p) = m.payload() {
+                        record = record.payload(p);
+                    }
+                    send(&t.producer, record)?;
+                }
+                t.producer.poll(Duration::ZERO);
+            } else if !polled.is_empty() {
+                t.begin()?;
+                first_record.get_or_insert_with(Instant::now);
                 let started = Instant::now();
                 rows.clear();
                 batch.clear();

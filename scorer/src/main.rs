@@ -60,6 +60,13 @@ struct Cli {
     /// Partitions for output topics this scorer creates if they are missing.
     #[arg(long, env = "FRAUDSTREAM_PARTITIONS", default_value_t = 6)]
     partitions: i32,
+    /// Benchmark baseline: forward the raw bytes to the predictions topic (no decoding, no
+    /// scoring) through the same exactly-once loop.
+    #[arg(long, hide = true)]
+    passthrough: bool,
+    /// Stop cleanly after this many records (benchmarks).
+    #[arg(long, hide = true)]
+    stop_after: Option<u64>,
     /// Address of /metrics and /health.
     #[arg(
         long,
@@ -107,11 +114,18 @@ async fn main() -> Result<()> {
         max_batch: cli.max_batch,
         state_lookback: cli.state_lookback,
         partitions: cli.partitions,
+        passthrough: cli.passthrough,
+        stop_after: cli.stop_after,
     };
     let summary = run(cfg, metrics, health, stop).await?;
     println!(
-        "scored {} transactions: {} predictions, {} alerts, {} dead letters",
-        summary.records, summary.predictions, summary.alerts, summary.dead_letters
+        "scored {} transactions in {:.2}s ({:.0} tx/s): {} predictions, {} alerts, {} dead letters",
+        summary.records,
+        summary.busy.as_secs_f64(),
+        summary.rate(),
+        summary.predictions,
+        summary.alerts,
+        summary.dead_letters
     );
     Ok(())
 }

@@ -1,0 +1,58 @@
+//! Benchmark probe: reads committed predictions (read_committed, as any downstream consumer would)
+//! and prints the end-to-end latency percentiles, from the transaction's event_time to the moment
+//! its prediction became readable.
+//!
+//! `cargo run --release -p scorer --example e2e_latency -- TOPIC COUNT`
+
+use fraudstream_common::testing::{local_kafka, unique_name};
+use fraudstream_schemas::{Codec, Prediction};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
+use std::time::Duration;
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (topic, count): (&str, usize) = (&args[1], args[2].parse().expect("COUNT"));
+    let kafka = local_kafka();
+    let consumer: StreamConsumer = kafka
+        .client_config_with(&[
+            ("group.id", &unique_name("latency")),
+            ("auto.offset.reset", "latest"),
+            ("isolation.level", "read_committed"),
+            ("fetch.wait.max.ms", "10"),
+        ])
+        .unwrap()
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let codec = Codec::new(&kafka.schema_registry);
+    println!("ready");
+    let mut latencies = Vec::with_capacity(count);
+    while latencies.len() < count {
+        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await else {
+            break;
+        };
+        let now = fraudstream_common::now_millis();
+        if let Ok(p) = codec
+            .decode::<Prediction>(m.payload().unwrap_or_default())
+            .await
+        {
+            latencies.push((now - p.event_time) as f64);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        latencies
+            .get(((latencies.len().max(1) - 1) as f64 * p) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "n={} p50={:.0} p95={:.0} p99={:.0} ms",
+        latencies.len(),
+        q(0.5),
+        q(0.95),
+        q(0.99)
+    );
+}
