@@ -666,6 +666,7 @@ impl Engine {
             .lock()
             .unwrap()
             .commit(&self.cfg.input_topic, &consumer, &self.metrics)?;
+        summary.busy = first_record.map(|f| f.elapsed()).unwrap_or_default();
         if !rewind.is_empty() {
             tracing::warn!("the last transaction was aborted at shutdown; its records will be scored again by the group");
         }
