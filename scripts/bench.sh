@@ -1,31 +1,100 @@
 #!/usr/bin/env bash
 # make bench: measures on the local services and prints a markdown table of medians of $RUNS runs
-# (also written to bench/results/latest.md). Each later service adds its rows here.
+# (also written to bench/results/latest.md). Ratios are taken run by run, side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${RUNS:-3}"
 ROWS="${BENCH_ROWS:-6362620}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fraudstream/target}"
-cargo build -q --release -p producer
+cargo build -q --release -p producer -p scorer -p trainer --bins --examples
 BIN="$CARGO_TARGET_DIR/release"
+. deploy/local/env.sh
+export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" SCHEMA_REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/fraudstream-bench.XXXXXX")"
-trap 'rm -rf "$WORK"; deploy/local/kafka-topics.sh --delete --topic "bench-.*" >/dev/null 2>&1 || true' EXIT
+ID="$$-$(date +%s)"
+cleanup() {
+  rm -rf "$WORK"
+  deploy/local/kafka-topics.sh --delete --topic "bench-.*" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 rate_of() { grep -Eo '\(([0-9]+) (rows|tx)/s\)' | grep -Eo '[0-9]+' | head -1; }
+# peak_rss_mb CMD...: runs CMD, prints its output, and its peak RSS (MiB) to $WORK/rss.
+peak_rss() { /usr/bin/time -f '%M' -o "$WORK/rss" "$@"; }
+rss_mb() { echo $(( $(tail -1 "$WORK/rss") / 1024 )); }
+log() { echo "  $*" >&2; }
 
 echo "bench: $RUNS runs each, $ROWS simulated rows, $(nproc) cores" >&2
-sim=(); pub=(); pubtx=()
+sim=(); pub=()
 for i in $(seq 1 "$RUNS"); do
   sim+=("$("$BIN/producer" simulate --rows "$ROWS" --seed "$i" --out "$WORK/paysim.csv" | rate_of)")
-  echo "  simulate run $i: ${sim[-1]} rows/s" >&2
+  log "simulate run $i: ${sim[-1]} rows/s"
 done
 "$BIN/producer" split -i "$WORK/paysim.csv" --out-dir "$WORK" >/dev/null
 STREAM_ROWS=$(($(wc -l <"$WORK/stream.csv") - 1))
 for i in $(seq 1 "$RUNS"); do
-  pub+=("$("$BIN/producer" publish -i "$WORK/stream.csv" --transactions-topic "bench-tx-$i-$$" \
-    --labels-topic "bench-labels-$i-$$" --label-delay 0 2>/dev/null | rate_of)")
-  echo "  publish run $i (transactions + labels): ${pub[-1]} tx/s" >&2
+  pub+=("$("$BIN/producer" publish -i "$WORK/stream.csv" --transactions-topic "bench-tx-$i-$ID" \
+    --labels-topic "bench-labels-$i-$ID" --label-delay 0 2>/dev/null | rate_of)")
+  log "publish run $i (transactions + labels): ${pub[-1]} tx/s"
+done
+
+# Trainer: bootstrap on the historical 90% (one run: it is the slow one).
+MODELS="bench-models-$ID"
+train_out=$("$BIN/trainer" bootstrap --csv "$WORK/historical.csv" --out "$WORK/model.txt" --models-topic "$MODELS" 2>/dev/null)
+read_s=$(echo "$train_out" | grep -Eo 'in [0-9.]+s' | head -1 | grep -Eo '[0-9.]+')
+train_s=$(echo "$train_out" | grep -Eo 'trained in [0-9.]+s' | grep -Eo '[0-9.]+')
+pr_auc=$(echo "$train_out" | grep -Eo 'PR-AUC [0-9.]+' | grep -Eo '[0-9.]+')
+HIST_ROWS=$(($(wc -l <"$WORK/historical.csv") - 1))
+log "trainer: read ${read_s}s, trained ${train_s}s, holdout PR-AUC $pr_auc"
+
+# Scorer vs raw passthrough, side by side on the same pre-filled topic.
+scorer_run() { # $1 = run tag, rest = extra flags
+  local g="bench-$1-$ID"; shift
+  peak_rss "$BIN/scorer" --instance-id "$g" --group "$g" --transactions-topic "bench-tx-1-$ID" \
+    --predictions-topic "$g-out" --alerts-topic "$g-alerts" --dlq-topic "$g-dlq" --models-topic "$MODELS" \
+    --metrics-addr 127.0.0.1:0 --stop-after "$STREAM_ROWS" --commit-interval-ms 100 "$@" 2>/dev/null | rate_of
+}
+sc=(); pt=(); ratio=(); rss=()
+for i in $(seq 1 "$RUNS"); do
+  sc+=("$(scorer_run "score$i")"); rss+=("$(rss_mb)")
+  pt+=("$(scorer_run "pass$i" --passthrough)")
+  ratio+=("$(awk -v a="${sc[-1]}" -v b="${pt[-1]}" 'BEGIN {printf "%.2f", a / b}')")
+  log "scorer run $i: ${sc[-1]} tx/s, passthrough ${pt[-1]} tx/s, ratio ${ratio[-1]}, scorer peak RSS ${rss[-1]} MiB"
+done
+
+# End-to-end latency at fixed rates: producer → scorer (exactly-once) → committed prediction.
+latency_run() { # $1 = rate, $2 = run
+  local tag="bench-lat-$1-$2-$ID" n=$(($1 * 10))
+  "$BIN/scorer" --instance-id "$tag" --group "$tag" --transactions-topic "$tag-tx" --predictions-topic "$tag-out" \
+    --alerts-topic "$tag-alerts" --dlq-topic "$tag-dlq" --models-topic "$MODELS" --metrics-addr 127.0.0.1:0 \
+    --commit-interval-ms 20 --partitions 6 >/dev/null 2>&1 &
+  local scorer_pid=$!
+  deploy/local/kafka-topics.sh --create --topic "$tag-tx" --partitions 6 >/dev/null 2>&1 || true
+  deploy/local/kafka-topics.sh --create --topic "$tag-out" --partitions 6 >/dev/null 2>&1 || true
+  sleep 4 # the scorer joins its group
+  "$BIN/examples/e2e_latency" "$tag-out" "$n" >"$WORK/lat" 2>/dev/null &
+  local probe_pid=$!
+  sleep 2
+  "$BIN/producer" publish -i "$WORK/stream.csv" --transactions-topic "$tag-tx" --labels-topic "$tag-labels" \
+    --label-delay 0 --rate "$1" --limit "$n" --loop >/dev/null 2>&1
+  wait "$probe_pid" || true
+  kill -TERM "$scorer_pid" 2>/dev/null; wait "$scorer_pid" 2>/dev/null || true
+  tail -1 "$WORK/lat"
+}
+declare -A lat50 lat95 lat99
+for rate in 5000 20000; do
+  p50=(); p95=(); p99=()
+  for i in $(seq 1 "$RUNS"); do
+    line=$(latency_run "$rate" "$i")
+    log "latency at $rate tx/s run $i: $line"
+    p50+=("$(echo "$line" | grep -Eo 'p50=[0-9]+' | cut -d= -f2)")
+    p95+=("$(echo "$line" | grep -Eo 'p95=[0-9]+' | cut -d= -f2)")
+    p99+=("$(echo "$line" | grep -Eo 'p99=[0-9]+' | cut -d= -f2)")
+  done
+  lat50[$rate]=$(printf '%s\n' "${p50[@]}" | median)
+  lat95[$rate]=$(printf '%s\n' "${p95[@]}" | median)
+  lat99[$rate]=$(printf '%s\n' "${p99[@]}" | median)
 done
 
 mkdir -p bench/results
@@ -35,5 +104,14 @@ mkdir -p bench/results
   echo "| what | median | runs | goal |"
   echo "|---|---:|---|---:|"
   echo "| producer simulate ($ROWS rows to CSV) | $(printf '%s\n' "${sim[@]}" | median) rows/s | ${sim[*]} | ≥ 1,000,000 |"
-  echo "| producer publish ($STREAM_ROWS tx + as many labels, Avro, idempotent, lz4) | $(printf '%s\n' "${pub[@]}" | median) tx/s | ${pub[*]} | ≥ 200,000 |"
+  echo "| producer publish ($STREAM_ROWS tx + as many labels; Avro, idempotent, lz4) | $(printf '%s\n' "${pub[@]}" | median) tx/s | ${pub[*]} | ≥ 200,000 |"
+  echo "| scorer, exactly-once ($STREAM_ROWS tx, 1 instance, 6 partitions) | $(printf '%s\n' "${sc[@]}" | median) tx/s | ${sc[*]} | ≥ 100,000 |"
+  echo "| raw passthrough (same EOS loop, bytes copied, no decode/score) | $(printf '%s\n' "${pt[@]}" | median) tx/s | ${pt[*]} | |"
+  echo "| scorer / passthrough, per run | $(printf '%s\n' "${ratio[@]}" | median) | ${ratio[*]} | ≥ 0.60 |"
+  echo "| scorer peak RSS | $(printf '%s\n' "${rss[@]}" | median) MiB | ${rss[*]} | |"
+  for rate in 5000 20000; do
+    echo "| end-to-end latency at $rate tx/s (event → committed prediction), p50 / p95 / p99 | ${lat50[$rate]} / ${lat95[$rate]} / ${lat99[$rate]} ms | | p99 ≤ 250 ms at 20k |"
+  done
+  echo "| trainer bootstrap ($HIST_ROWS rows): read + features / LightGBM train | ${read_s} s / ${train_s} s | 1 run | ≤ 120 s |"
+  echo "| trainer holdout PR-AUC (time split, last 10% of historical) | $pr_auc | 1 run | ≥ 0.99 |"
 } | tee bench/results/latest.md

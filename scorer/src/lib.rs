@@ -671,6 +671,8 @@ impl Engine {
             tracing::warn!("the last transaction was aborted at shutdown; its records will be scored again by the group");
         }
         consumer.unsubscribe();
+        // Also ends the model watcher when we stop on our own (--stop-after).
+        self.stop.store(true, Ordering::Relaxed);
         tracing::info!(?summary, "scorer stopped");
         Ok(summary)
     }
