@@ -57,49 +57,52 @@ enum Command {
         out_dir: PathBuf,
     },
     /// Replay a PaySim CSV into Kafka: transactions now, labels after --label-delay.
-    Publish {
-        #[command(flatten)]
-        kafka: KafkaArgs,
-        /// The CSV to publish (the Kaggle file or one from `simulate`/`split`).
-        #[arg(long, short)]
-        input: PathBuf,
-        /// Transactions per second (default: as fast as the broker takes them).
-        #[arg(long, env = "FRAUDSTREAM_RATE", conflicts_with = "speedup")]
-        rate: Option<f64>,
-        /// Simulated hours (PaySim steps) per wall-clock second, instead of --rate.
-        #[arg(long, env = "FRAUDSTREAM_SPEEDUP")]
-        speedup: Option<f64>,
-        /// Stop after this many transactions.
-        #[arg(long)]
-        limit: Option<u64>,
-        /// Start again at the end of the file (ids get a loop number), until --limit or Ctrl-C.
-        #[arg(long = "loop")]
-        repeat: bool,
-        /// When labels follow: PaySim steps ("24", "24steps") or seconds ("30s"); 0 = at once.
-        #[arg(long, env = "FRAUDSTREAM_LABEL_DELAY", default_value = "24steps")]
-        label_delay: LabelDelay,
-        /// Stop at the first malformed row (default: skip it, count it, report it).
-        #[arg(long)]
-        strict: bool,
-        /// Write malformed rows with line and reason to this CSV.
-        #[arg(long)]
-        rejects: Option<PathBuf>,
-        /// Transaction id prefix (ids are <prefix>-<line>); default: the file's name.
-        #[arg(long)]
-        id_prefix: Option<String>,
-        /// Topic for transactions.
-        #[arg(long, env = "FRAUDSTREAM_TRANSACTIONS_TOPIC", default_value = topics::TRANSACTIONS)]
-        transactions_topic: String,
-        /// Topic for labels.
-        #[arg(long, env = "FRAUDSTREAM_LABELS_TOPIC", default_value = topics::LABELS)]
-        labels_topic: String,
-        /// Partitions for topics this run creates (existing topics keep theirs).
-        #[arg(long, env = "FRAUDSTREAM_PARTITIONS", default_value_t = 6)]
-        partitions: i32,
-        /// Serve /metrics and /health here while publishing (e.g. 127.0.0.1:9101).
-        #[arg(long, env = "FRAUDSTREAM_METRICS_ADDR")]
-        metrics_addr: Option<std::net::SocketAddr>,
-    },
+    Publish(Box<PublishArgs>),
+}
+
+#[derive(clap::Args)]
+struct PublishArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// The CSV to publish (the Kaggle file or one from `simulate`/`split`).
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Transactions per second (default: as fast as the broker takes them).
+    #[arg(long, env = "FRAUDSTREAM_RATE", conflicts_with = "speedup")]
+    rate: Option<f64>,
+    /// Simulated hours (PaySim steps) per wall-clock second, instead of --rate.
+    #[arg(long, env = "FRAUDSTREAM_SPEEDUP")]
+    speedup: Option<f64>,
+    /// Stop after this many transactions.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Start again at the end of the file (ids get a loop number), until --limit or Ctrl-C.
+    #[arg(long = "loop")]
+    repeat: bool,
+    /// When labels follow: PaySim steps ("24", "24steps") or seconds ("30s"); 0 = at once.
+    #[arg(long, env = "FRAUDSTREAM_LABEL_DELAY", default_value = "24steps")]
+    label_delay: LabelDelay,
+    /// Stop at the first malformed row (default: skip it, count it, report it).
+    #[arg(long)]
+    strict: bool,
+    /// Write malformed rows with line and reason to this CSV.
+    #[arg(long)]
+    rejects: Option<PathBuf>,
+    /// Transaction id prefix (ids are <prefix>-<line>); default: the file's name.
+    #[arg(long)]
+    id_prefix: Option<String>,
+    /// Topic for transactions.
+    #[arg(long, env = "FRAUDSTREAM_TRANSACTIONS_TOPIC", default_value = topics::TRANSACTIONS)]
+    transactions_topic: String,
+    /// Topic for labels.
+    #[arg(long, env = "FRAUDSTREAM_LABELS_TOPIC", default_value = topics::LABELS)]
+    labels_topic: String,
+    /// Partitions for topics this run creates (existing topics keep theirs).
+    #[arg(long, env = "FRAUDSTREAM_PARTITIONS", default_value_t = 6)]
+    partitions: i32,
+    /// Serve /metrics and /health here while publishing (e.g. 127.0.0.1:9101).
+    #[arg(long, env = "FRAUDSTREAM_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn bar(len: Option<u64>, what: &str) -> ProgressBar {
@@ -181,22 +184,23 @@ async fn main() -> Result<()> {
                 }
             );
         }
-        Command::Publish {
-            kafka,
-            input,
-            rate,
-            speedup,
-            limit,
-            repeat,
-            label_delay,
-            strict,
-            rejects,
-            id_prefix,
-            transactions_topic,
-            labels_topic,
-            partitions,
-            metrics_addr,
-        } => {
+        Command::Publish(args) => {
+            let PublishArgs {
+                kafka,
+                input,
+                rate,
+                speedup,
+                limit,
+                repeat,
+                label_delay,
+                strict,
+                rejects,
+                id_prefix,
+                transactions_topic,
+                labels_topic,
+                partitions,
+                metrics_addr,
+            } = *args;
             let metrics = PublishMetrics::new()?;
             if let Some(addr) = metrics_addr {
                 let health = Health::new();
@@ -300,16 +304,15 @@ async fn main() -> Result<()> {
 /// The publisher's counters, as Prometheus sees them.
 struct PublishMetrics {
     registry: prometheus::Registry,
-    gauges: Vec<(
-        prometheus::IntGauge,
-        fn(&producer::publish::PublishSummary) -> u64,
-    )>,
+    gauges: Vec<(prometheus::IntGauge, Getter)>,
 }
+
+/// Reads one count from the running summary.
+type Getter = fn(&producer::publish::PublishSummary) -> u64;
 
 impl PublishMetrics {
     fn new() -> Result<Self> {
         let registry = prometheus::Registry::new();
-        type Getter = fn(&producer::publish::PublishSummary) -> u64;
         let defs: [(&str, &str, Getter); 6] = [
             (
                 "producer_transactions_sent",

@@ -549,9 +549,9 @@ impl Engine {
                         .and_then(|pl| self.decode(pl).map_err(|e| e.to_string()));
                     match decoded {
                         Ok(tx) => {
-                            if !histories.contains_key(&p) {
-                                let h = self.rebuild_state(p, o)?;
-                                histories.insert(p, h);
+                            if let std::collections::hash_map::Entry::Vacant(e) = histories.entry(p)
+                            {
+                                e.insert(self.rebuild_state(p, o)?);
                             }
                             let account = histories.get_mut(&p).unwrap().observe(
                                 &tx.name_orig,
