@@ -43,8 +43,8 @@ lint: deps ## rustfmt and clippy, warnings are errors
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-demo: deps services ## the whole pipeline on the local services, then a summary
-	@scripts/demo.sh
+demo: deps services ## the pipeline on the local services, then a summary (DEMO_ARGS=--keep leaves it running)
+	@scripts/demo.sh $(DEMO_ARGS)
 
 bench: deps services ## throughput and latency table (bench/results/latest.md)
 	@scripts/bench.sh

@@ -151,7 +151,9 @@ pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
     )?;
     let params = serde_json::json!({
         "objective": "binary",
-        "metric": "average_precision",
+        // Log loss keeps improving after PR-AUC saturates (often at 1.0 on PaySim after a few
+        // trees), so early stopping does not cut the model to a handful of trees.
+        "metric": "binary_logloss",
         "num_iterations": p.max_rounds,
         "learning_rate": p.learning_rate,
         "num_leaves": p.num_leaves,
@@ -211,20 +213,22 @@ pub fn pr_and_roc_auc(scores: &[f64], labels: &[bool]) -> (f64, f64) {
     (ap, auc / (positives * negatives).max(1.0))
 }
 
-/// The lowest threshold whose precision on (scores, labels) is at least `target` (0.5 if none).
+/// The threshold with the most recall among those whose precision on (scores, labels) is at least
+/// `target`; of equal recall, the highest (fewest alerts). 0.5 when no threshold reaches `target`.
 pub fn threshold_for_precision(scores: &[f64], labels: &[bool], target: f64) -> f64 {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
-    let (mut tp, mut seen, mut best) = (0.0, 0.0, None);
+    let (mut tp, mut seen) = (0.0, 0.0);
+    let mut best: Option<(f64, f64)> = None; // (true positives, threshold)
     for (k, i) in order.iter().enumerate() {
         tp += labels[*i] as u8 as f64;
         seen += 1.0;
         let next_differs = order.get(k + 1).is_none_or(|j| scores[*j] != scores[*i]);
-        if next_differs && tp / seen >= target {
-            best = Some(scores[*i]);
+        if next_differs && tp / seen >= target && best.is_none_or(|(b, _)| tp > b) {
+            best = Some((tp, scores[*i]));
         }
     }
-    best.unwrap_or(0.5)
+    best.map_or(0.5, |(_, t)| t)
 }
 
 /// PR-AUC, ROC-AUC and the confusion matrix at `threshold`.
