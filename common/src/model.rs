@@ -124,19 +124,35 @@ impl LoadedModel {
             .predict_with_params(rows, N_FEATURES as i32, true, "num_threads=1")
     }
 
-    /// The `k` features that pushed one row's score up the most (SHAP contributions).
-    pub fn top_reasons(&self, row: &[f64], k: usize) -> Result<Vec<Reason>, lightgbm3::Error> {
-        let contrib = self.booster.predict_contrib(row, N_FEATURES as i32, true)?;
-        let mut reasons: Vec<Reason> = FEATURE_NAMES
-            .iter()
-            .zip(&contrib)
-            .map(|(f, c)| Reason {
-                feature: f.to_string(),
-                contribution: *c,
+    /// For each row of a row-major matrix, the `k` features that pushed its score up the most
+    /// (SHAP contributions). One LightGBM call for all rows: each call has a fixed set-up cost.
+    pub fn top_reasons(
+        &self,
+        rows: &[f64],
+        k: usize,
+    ) -> Result<Vec<Vec<Reason>>, lightgbm3::Error> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let contrib = self
+            .booster
+            .predict_contrib(rows, N_FEATURES as i32, true)?;
+        // Per row: one contribution per feature, then the bias.
+        Ok(contrib
+            .chunks(N_FEATURES + 1)
+            .map(|row| {
+                let mut reasons: Vec<Reason> = FEATURE_NAMES
+                    .iter()
+                    .zip(row)
+                    .map(|(f, c)| Reason {
+                        feature: f.to_string(),
+                        contribution: *c,
+                    })
+                    .collect();
+                reasons.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
+                reasons.truncate(k);
+                reasons
             })
-            .collect();
-        reasons.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
-        reasons.truncate(k);
-        Ok(reasons)
+            .collect())
     }
 }

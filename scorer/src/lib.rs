@@ -583,14 +583,24 @@ impl Engine {
                 self.metrics
                     .scoring_seconds
                     .observe(started.elapsed().as_secs_f64());
+                // Reasons only for alerting rows, in one call.
+                let alerting: Vec<usize> = (0..batch.len())
+                    .filter(|i| scores[*i] >= champion.threshold)
+                    .collect();
+                let mut alert_rows = Vec::with_capacity(alerting.len() * N_FEATURES);
+                for i in &alerting {
+                    alert_rows.extend_from_slice(&rows[i * N_FEATURES..(i + 1) * N_FEATURES]);
+                }
+                let mut reasons = champion
+                    .top_reasons(&alert_rows, 3)
+                    .map_err(|e| ScorerError::Scoring(e.to_string()))?
+                    .into_iter();
                 let scored_at = now_millis();
                 for (i, (_, _, tx)) in batch.iter().enumerate() {
                     let score = scores[i];
                     let is_alert = score >= champion.threshold;
                     let top_reasons = if is_alert {
-                        champion
-                            .top_reasons(&rows[i * N_FEATURES..(i + 1) * N_FEATURES], 3)
-                            .map_err(|e| ScorerError::Scoring(e.to_string()))?
+                        reasons.next().unwrap_or_default()
                     } else {
                         Vec::new()
                     };

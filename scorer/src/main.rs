@@ -42,7 +42,7 @@ struct Cli {
     #[arg(long, env = "FRAUDSTREAM_COMMIT_INTERVAL_MS", default_value_t = 100)]
     commit_interval_ms: u64,
     /// Most records scored in one batch.
-    #[arg(long, env = "FRAUDSTREAM_MAX_BATCH", default_value_t = 2000)]
+    #[arg(long, env = "FRAUDSTREAM_MAX_BATCH", default_value_t = 10_000)]
     max_batch: usize,
     /// Records per partition re-read to rebuild per-account state after an assignment.
     #[arg(long, env = "FRAUDSTREAM_STATE_LOOKBACK", default_value_t = 200_000)]
