@@ -216,10 +216,10 @@ async fn main() -> Result<()> {
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                fraudstream_common::shutdown_signal().await;
                 eprintln!("stopping: flushing what was sent (Ctrl-C again to abort)");
                 flag.store(true, Ordering::Relaxed);
-                shutdown_signal().await;
+                fraudstream_common::shutdown_signal().await;
                 std::process::exit(130);
             });
             let pb = bar(limit, "transactions");
@@ -354,14 +354,5 @@ impl PublishMetrics {
         for (g, get) in &self.gauges {
             g.set(get(s) as i64);
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

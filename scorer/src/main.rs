@@ -86,7 +86,7 @@ async fn main() -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        fraudstream_common::shutdown_signal().await;
         tracing::info!("stopping: committing the open transaction");
         flag.store(true, Ordering::Relaxed);
     });
@@ -128,13 +128,4 @@ async fn main() -> Result<()> {
         summary.dead_letters
     );
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -5,7 +5,7 @@ use fraudstream_common::features::{push_features, AccountHistory, N_FEATURES};
 use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
 use fraudstream_common::model::pack_model_text;
 use fraudstream_common::testing::{local_kafka, unique_name};
-use fraudstream_schemas::{Codec, ModelRecord, ModelStatus, Prediction};
+use fraudstream_schemas::{Codec, ModelRecord, Prediction};
 use producer::paysim::CsvReader;
 use producer::publish::{publish, LabelDelay, PublishConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -43,18 +43,10 @@ fn train(csv: &Path) -> String {
 fn model_record(version: i32, text: &str, threshold: f64) -> ModelRecord {
     let (compression, model_text) = pack_model_text(text);
     ModelRecord {
-        model_name: "paysim".into(),
         version,
-        created_at: 0,
-        format: "lightgbm-text".into(),
-        feature_names: fraudstream_common::features::feature_names(),
-        threshold,
-        metrics: HashMap::new(),
-        training_window_start: 0,
-        training_window_end: 0,
         compression,
         model_text,
-        status: ModelStatus::Champion,
+        ..scorer::bootstrap_record("paysim", String::new(), threshold)
     }
 }
 
