@@ -141,15 +141,24 @@ impl Txn {
         }
         let timeout = Duration::from_secs(30);
         let result = match consumer.group_metadata() {
-            Some(gm) if !offsets.is_empty() => self
-                .producer
-                .send_offsets_to_transaction(&tpl, &gm, timeout)
-                .and_then(|_| self.producer.commit_transaction(timeout))
-                .map_err(|e| e.to_string()),
-            Some(_) => self
-                .producer
-                .commit_transaction(timeout)
-                .map_err(|e| e.to_string()),
+            Some(gm) => {
+                let started = Instant::now();
+                let sent = if offsets.is_empty() {
+                    Ok(())
+                } else {
+                    self.producer
+                        .send_offsets_to_transaction(&tpl, &gm, timeout)
+                };
+                metrics
+                    .offsets_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                let started = Instant::now();
+                let committed = sent.and_then(|_| self.producer.commit_transaction(timeout));
+                metrics
+                    .commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                committed.map_err(|e| e.to_string())
+            }
             None => Err("the consumer has no group metadata".to_string()),
         };
         match result {

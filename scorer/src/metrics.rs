@@ -17,6 +17,8 @@ pub struct ScorerMetrics {
     pub txn_aborted: IntCounter,
     pub batch_size: Histogram,
     pub scoring_seconds: Histogram,
+    pub offsets_seconds: Histogram,
+    pub commit_seconds: Histogram,
     pub end_to_end_seconds: Histogram,
     pub model_version: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
@@ -67,6 +69,16 @@ impl ScorerMetrics {
                 "scoring_seconds",
                 "Feature + LightGBM time per batch",
                 exponential_buckets(0.00005, 2.0, 16)?,
+            )?,
+            offsets_seconds: histogram(
+                "send_offsets_seconds",
+                "send_offsets_to_transaction time per Kafka transaction",
+                exponential_buckets(0.001, 2.0, 14)?,
+            )?,
+            commit_seconds: histogram(
+                "commit_seconds",
+                "commit_transaction time per Kafka transaction (outputs flushed, markers requested)",
+                exponential_buckets(0.001, 2.0, 14)?,
             )?,
             end_to_end_seconds: histogram(
                 "end_to_end_seconds",
