@@ -139,3 +139,48 @@ pub async fn ensure_topics(
     }
     Ok(())
 }
+
+/// Reads `partition` of `topic` from offset `from` up to (not including) `end` with `reader`, an
+/// assign-mode consumer, and hands every message to `each`. Aborted transactions and control
+/// records leave gaps in the offsets, so the range also ends once the consumer's position has
+/// passed `end`. Gives up after `timeout`.
+pub fn read_partition_range(
+    reader: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    end: i64,
+    timeout: Duration,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<()> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::Message;
+    if from >= end {
+        return Ok(());
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(from))?;
+    reader.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        let Some(m) = reader.poll(Duration::from_millis(500)) else {
+            let position = reader
+                .position()?
+                .find_partition(topic, partition)
+                .and_then(|e| e.offset().to_raw());
+            if position.is_some_and(|p| p >= end) {
+                break;
+            }
+            continue;
+        };
+        let m = m?;
+        if m.offset() >= end {
+            break;
+        }
+        each(&m);
+        if m.offset() + 1 >= end {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -19,7 +19,7 @@ pub mod metrics;
 pub mod models;
 
 use fraudstream_common::features::{push_features, AccountHistory, TxView, N_FEATURES};
-use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
+use fraudstream_common::kafka::{ensure_topics, read_partition_range, KafkaArgs, TopicSpec};
 use fraudstream_common::model::LoadedModel;
 use fraudstream_common::server::Health;
 use fraudstream_common::{now_millis, CommonError};
@@ -384,36 +384,22 @@ impl Engine {
             .create()?;
         let (low, _) = reader.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
         let from = (up_to - self.cfg.state_lookback).max(low);
-        if from >= up_to {
-            return Ok(history);
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
-        reader.assign(&tpl)?;
         let started = Instant::now();
         let mut n = 0u64;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            let Some(m) = reader.poll(Duration::from_millis(500)) else {
-                // Aborted transactions and control records leave gaps: stop when nothing is left.
-                let pos = reader
-                    .position()?
-                    .find_partition(topic, partition)
-                    .and_then(|e| e.offset().to_raw());
-                if pos.is_some_and(|p| p >= up_to) {
-                    break;
+        read_partition_range(
+            &reader,
+            topic,
+            partition,
+            from,
+            up_to,
+            Duration::from_secs(60),
+            |m| {
+                if let Some(Ok(tx)) = m.payload().map(|p| self.decode(p)) {
+                    history.observe(&tx.name_orig, m.offset(), tx.step, tx.amount);
+                    n += 1;
                 }
-                continue;
-            };
-            let m = m?;
-            if m.offset() >= up_to {
-                break;
-            }
-            if let Some(Ok(tx)) = m.payload().map(|p| self.decode(p)) {
-                history.observe(&tx.name_orig, m.offset(), tx.step, tx.amount);
-                n += 1;
-            }
-        }
+            },
+        )?;
         self.metrics
             .state_rebuilds
             .with_label_values(&[&partition.to_string()])

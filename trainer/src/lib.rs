@@ -7,13 +7,13 @@
 //! ClickHouse, the champion/challenger gate and `watch` come with the sink's tables.
 
 use fraudstream_common::features::{push_features, AccountHistory, N_FEATURES};
-use fraudstream_common::kafka::KafkaArgs;
+use fraudstream_common::kafka::{read_partition_range, KafkaArgs};
 use fraudstream_common::model::pack_model_text;
 use fraudstream_schemas::{Codec, ModelRecord, ModelStatus};
 use producer::paysim::{CsvError, CsvReader};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -275,38 +275,27 @@ pub async fn read_models(kafka: &KafkaArgs, topic: &str) -> Result<Vec<ModelReco
             ("isolation.level", "read_committed"),
         ])?
         .create()?;
-    let mut records = Vec::new();
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut payloads = Vec::new();
     for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
         let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-        if high <= low {
-            continue;
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
-        consumer.assign(&tpl)?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            let Some(m) = consumer.poll(Duration::from_millis(500)) else {
-                let pos = consumer
-                    .position()?
-                    .find_partition(topic, p.id())
-                    .and_then(|e| e.offset().to_raw());
-                if pos.is_some_and(|o| o >= high) {
-                    break;
-                }
-                continue;
-            };
-            let m = m?;
-            if let Some(Ok(r)) = match m.payload() {
-                Some(payload) => Some(codec.decode::<ModelRecord>(payload).await),
-                None => None,
-            } {
-                records.push(r);
-            }
-            if m.offset() + 1 >= high {
-                break;
-            }
+        read_partition_range(
+            &consumer,
+            topic,
+            p.id(),
+            low,
+            high,
+            Duration::from_secs(30),
+            |m| {
+                payloads.extend(m.payload().map(<[u8]>::to_vec));
+            },
+        )?;
+    }
+    let mut records = Vec::new();
+    for payload in payloads {
+        // A record that is not a ModelRecord (the scorer refuses it too) is skipped.
+        if let Ok(r) = codec.decode::<ModelRecord>(&payload).await {
+            records.push(r);
         }
     }
     Ok(records)
