@@ -10,7 +10,8 @@ if [ ! -x "$CMAKE_DIR/cmake/data/bin/cmake" ]; then
   echo "[deps] installing CMake >= 3.28 from PyPI into $CMAKE_DIR" >&2
   PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check --target "$CMAKE_DIR" "cmake>=3.28,<4" >&2
 fi
-if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+# libclang itself (libclang.so / libclang-NN.so), not libclang-cpp, which some images ship alone.
+if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1; then
   echo "[deps] installing libclang-dev from Debian" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2 && apt-get install -y -qq libclang-dev >/dev/null

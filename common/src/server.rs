@@ -84,3 +84,81 @@ async fn health_check(State(state): State<AppState>) -> (StatusCode, String) {
         )
     }
 }
+
+/// Creates metrics and registers them in one step, so a service's metrics struct is a list of
+/// names and help texts (every name gets the registry's service prefix).
+pub struct Registrar {
+    pub registry: Registry,
+    prefix: String,
+}
+
+impl Registrar {
+    /// Metric names will start with `<service>_`.
+    pub fn new(service: &str) -> Result<Self> {
+        let registry = Registry::new();
+        // CPU seconds and RSS, unprefixed (`process_*`): the dashboards tell services by job.
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(Registrar {
+            registry,
+            prefix: format!("{service}_"),
+        })
+    }
+
+    fn name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn add<M: prometheus::core::Collector + Clone + 'static>(&self, m: M) -> Result<M> {
+        self.registry.register(Box::new(m.clone()))?;
+        Ok(m)
+    }
+
+    pub fn counter(&self, name: &str, help: &str) -> Result<prometheus::IntCounter> {
+        self.add(prometheus::IntCounter::new(self.name(name), help)?)
+    }
+
+    pub fn gauge(&self, name: &str, help: &str) -> Result<prometheus::IntGauge> {
+        self.add(prometheus::IntGauge::new(self.name(name), help)?)
+    }
+
+    /// A histogram with exponential buckets: `count` buckets from `start`, each `factor` wider.
+    pub fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        start: f64,
+        factor: f64,
+        count: usize,
+    ) -> Result<prometheus::Histogram> {
+        let buckets = prometheus::exponential_buckets(start, factor, count)?;
+        self.add(prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(self.name(name), help).buckets(buckets),
+        )?)
+    }
+
+    pub fn counter_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<prometheus::IntCounterVec> {
+        self.add(prometheus::IntCounterVec::new(
+            prometheus::Opts::new(self.name(name), help),
+            labels,
+        )?)
+    }
+
+    pub fn gauge_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<prometheus::IntGaugeVec> {
+        self.add(prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(self.name(name), help),
+            labels,
+        )?)
+    }
+}

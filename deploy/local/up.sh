@@ -72,34 +72,7 @@ start_clickhouse() {
   if pid_alive clickhouse; then return; fi
   port_open "$CLICKHOUSE_HTTP_PORT" && die "port $CLICKHOUSE_HTTP_PORT is taken by another process; set FS_CLICKHOUSE_HTTP_PORT"
   local dir="$FS_RUN/clickhouse"
-  mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas"
-  cat >"$dir/config.xml" <<CFG
-<?xml version="1.0"?>
-<yandex>
-  <logger><level>warning</level><console>1</console></logger>
-  <http_port>$CLICKHOUSE_HTTP_PORT</http_port>
-  <tcp_port>$CLICKHOUSE_TCP_PORT</tcp_port>
-  <listen_host>127.0.0.1</listen_host>
-  <path>$dir/data/</path>
-  <tmp_path>$dir/tmp/</tmp_path>
-  <user_files_path>$dir/user_files/</user_files_path>
-  <format_schema_path>$dir/format_schemas/</format_schema_path>
-  <users_config>$dir/users.xml</users_config>
-  <default_profile>default</default_profile>
-  <default_database>default</default_database>
-  <mark_cache_size>268435456</mark_cache_size>
-  <max_concurrent_queries>200</max_concurrent_queries>
-</yandex>
-CFG
-  cat >"$dir/users.xml" <<CFG
-<?xml version="1.0"?>
-<yandex>
-  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
-  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-    <profile>default</profile><quota>default</quota></default></users>
-  <quotas><default></default></quotas>
-</yandex>
-CFG
+  "$here/clickhouse-config.sh" "$dir" "$CLICKHOUSE_HTTP_PORT" "$CLICKHOUSE_TCP_PORT"
   log "starting ClickHouse on 127.0.0.1:$CLICKHOUSE_HTTP_PORT (http)"
   nohup clickhouse-server --config-file="$dir/config.xml" >"$FS_RUN/clickhouse.log" 2>&1 </dev/null &
   echo $! >"$FS_RUN/clickhouse.pid"

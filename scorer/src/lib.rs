@@ -19,7 +19,9 @@ pub mod metrics;
 pub mod models;
 
 use fraudstream_common::features::{push_features, AccountHistory, TxView, N_FEATURES};
-use fraudstream_common::kafka::{ensure_topics, read_partition_range, KafkaArgs, TopicSpec};
+use fraudstream_common::kafka::{
+    dead_letter_headers, drain, ensure_topics, read_partition_range, KafkaArgs, TopicSpec, BULK_FETCH,
+};
 use fraudstream_common::model::LoadedModel;
 use fraudstream_common::server::Health;
 use fraudstream_common::{now_millis, CommonError};
@@ -28,12 +30,12 @@ use metrics::ScorerMetrics;
 use models::{ModelEvent, ModelSet};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -143,6 +145,7 @@ impl Txn {
         let result = match consumer.group_metadata() {
             Some(gm) => {
                 let started = Instant::now();
+                drain(&self.producer, timeout);
                 let sent = if offsets.is_empty() {
                     Ok(())
                 } else {
@@ -184,6 +187,8 @@ struct ScorerContext {
     topic: String,
     metrics: Arc<ScorerMetrics>,
     fatal: Arc<Mutex<Option<String>>>,
+    /// Bumped on every assignment: records polled before it are dropped (see the poll loop).
+    generation: Arc<AtomicU64>,
 }
 
 impl ClientContext for ScorerContext {}
@@ -207,6 +212,7 @@ impl ConsumerContext for ScorerContext {
         if let Rebalance::Assign(tpl) = rebalance {
             let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(?parts, "partitions assigned");
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 }
@@ -379,6 +385,8 @@ impl Engine {
             .client_config_with(&[
                 ("group.id", "scorer-state-rebuild"),
                 ("enable.auto.commit", "false"),
+                // The range ends at a record boundary we know: do not sit in a 500 ms long poll.
+                ("fetch.wait.max.ms", "10"),
                 ("isolation.level", "read_committed"),
             ])?
             .create()?;
@@ -439,17 +447,21 @@ impl Engine {
             opened_at: Instant::now(),
         }));
         let fatal = Arc::new(Mutex::new(None));
+        let generation = Arc::new(AtomicU64::new(0));
         let consumer: BaseConsumer<ScorerContext> = self
             .cfg
             .kafka
-            .client_config_with(CONSUMER_DEFAULTS)?
+            .client_config_with(&[CONSUMER_DEFAULTS, BULK_FETCH].concat())?
             .set("group.id", &self.cfg.group)
             .create_with_context(ScorerContext {
                 txn: txn.clone(),
                 topic: self.cfg.input_topic.clone(),
                 metrics: self.metrics.clone(),
                 fatal: fatal.clone(),
+                generation: generation.clone(),
             })?;
+        // Declared after the consumer, so dropped before it: see `AbortOnExit`.
+        let _abort_on_exit = AbortOnExit(txn.clone());
         consumer.subscribe(&[&self.cfg.input_topic])?;
         self.health.set_ready(format!(
             "scoring with {} v{}",
@@ -485,7 +497,16 @@ impl Engine {
             let mut polled: Vec<BorrowedMessage<'_>> = Vec::new();
             let mut timeout = Duration::from_millis(50);
             while polled.len() < self.cfg.max_batch {
-                match consumer.poll(timeout) {
+                let before = generation.load(Ordering::Acquire);
+                let next = consumer.poll(timeout);
+                if generation.load(Ordering::Acquire) != before {
+                    // A rebalance ran inside this poll: the open transaction was committed without
+                    // the records polled so far, and the new assignment fetches from the committed
+                    // offsets, so those records come again. Scoring them now would duplicate them.
+                    polled.clear();
+                    histories.clear();
+                }
+                match next {
                     Some(Ok(m)) => polled.push(m),
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "consumer error");
@@ -750,25 +771,7 @@ impl Engine {
             reason,
             "undecodable record to the DLQ"
         );
-        let partition = m.partition().to_string();
-        let offset = m.offset().to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "error",
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: "source.topic",
-                value: Some(m.topic()),
-            })
-            .insert(Header {
-                key: "source.partition",
-                value: Some(&partition),
-            })
-            .insert(Header {
-                key: "source.offset",
-                value: Some(&offset),
-            });
+        let headers = dead_letter_headers(reason, m.topic(), m.partition(), m.offset());
         let mut record = BaseRecord::<str, [u8]>::to(&self.cfg.dlq_topic).headers(headers);
         if let Some(k) = m.key() {
             record = record.key(std::str::from_utf8(k).unwrap_or(""));
@@ -777,6 +780,28 @@ impl Engine {
             record = record.payload(p);
         }
         send(producer, record)
+    }
+}
+
+/// Aborts the open transaction when the scoring loop exits with an error.
+///
+/// Without it, dropping the consumer closes it, the close revokes the partitions, and the revoke
+/// callback commits the open transaction, whose offsets may already cover the record that was
+/// being processed when the error came: that record would be skipped for good (a real loss seen in
+/// the broker-restart fault scenario). On a clean exit the transaction is already committed and
+/// this does nothing.
+struct AbortOnExit(Arc<Mutex<Txn>>);
+
+impl Drop for AbortOnExit {
+    fn drop(&mut self) {
+        let mut txn = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if txn.open {
+            txn.open = false;
+            txn.offsets.clear();
+            if let Err(e) = txn.producer.abort_transaction(Duration::from_secs(30)) {
+                tracing::error!(error = %e, "aborting the open transaction on exit failed; it times out on the broker");
+            }
+        }
     }
 }
 

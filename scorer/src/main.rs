@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Scores every transaction with the LightGBM champion, exactly once, and raises alerts.
 ///
 /// Run as many instances as the input topic has partitions; they share the work through the

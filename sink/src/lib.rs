@@ -1,1 +1,546 @@
-//! The sink: lands `predictions` and `labels` in ClickHouse idempotently. Built in issue 5.
+//! The sink: lands `transactions`, `predictions` and `labels` in ClickHouse, exactly once as a
+//! reader of the tables sees them.
+//!
+//! Delivery: at-least-once into ReplacingMergeTree tables keyed by transaction id, which makes it
+//! exactly-once for `FINAL` reads. Kafka offsets are committed only after ClickHouse acknowledged
+//! every row before them, so a crash anywhere re-reads and re-inserts (deduplicated), never skips.
+//! When ClickHouse is down or refuses a batch, the sink retries with backoff and keeps its consumer
+//! in the group with its partitions paused; nothing is dropped.
+//!
+//! Throughput: rows are inserted in large RowBinary batches (by rows, bytes or age, whichever comes
+//! first), and one batch is written while the next is being read, so Kafka reads and ClickHouse
+//! inserts overlap. Commits stay in order: a batch is handed to the writer only after the previous
+//! one was inserted and committed.
+
+pub mod metrics;
+pub mod rows;
+
+#[cfg(feature = "bigquery")]
+pub mod bigquery;
+
+use fraudstream_common::clickhouse::ClickHouseArgs;
+use fraudstream_common::kafka::{dead_letter_headers, ensure_topics, KafkaArgs, TopicSpec, BULK_FETCH};
+use fraudstream_common::server::Health;
+use fraudstream_common::CommonError;
+use fraudstream_schemas::{Codec, Label, Prediction, SchemaError, Transaction};
+use metrics::SinkMetrics;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use rows::{LabelRow, PredictionRow, TransactionRow};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Errors that stop the sink. ClickHouse being down is not one of them: that is retried.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Common(#[from] CommonError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("ClickHouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error("BigQuery: {0}")]
+    BigQuery(String),
+    #[error("stopped while a batch was still being written (it is read again on restart)")]
+    Stopped,
+}
+
+/// Everything the sink needs. Built by `main` from flags and env.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub kafka: KafkaArgs,
+    pub clickhouse: ClickHouseArgs,
+    pub group: String,
+    pub transactions_topic: String,
+    pub predictions_topic: String,
+    pub labels_topic: String,
+    pub dlq_topic: String,
+    /// A batch is written when it holds this many rows...
+    pub batch_rows: usize,
+    /// ...or this many bytes of Kafka payload...
+    pub batch_bytes: usize,
+    /// ...or its first row is this old.
+    pub batch_age: Duration,
+    /// Longest wait between two insert attempts while ClickHouse is failing.
+    pub max_backoff: Duration,
+    /// Partitions of the DLQ topic if the sink creates it.
+    pub partitions: i32,
+    /// Stop cleanly once this many rows were committed (benchmarks and tests).
+    pub stop_after: Option<u64>,
+    #[cfg(feature = "bigquery")]
+    pub bigquery: Option<bigquery::BigQueryConfig>,
+}
+
+/// Counts of one run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SinkSummary {
+    pub rows: u64,
+    pub batches: u64,
+    pub dead_letters: u64,
+    pub retries: u64,
+    /// From the first record read to the last commit.
+    pub busy: Duration,
+}
+
+impl SinkSummary {
+    pub fn rate(&self) -> f64 {
+        self.rows as f64 / self.busy.as_secs_f64().max(1e-9)
+    }
+}
+
+/// A record that could not be decoded, on its way to the DLQ.
+#[derive(Debug, Clone)]
+struct DeadLetter {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    reason: String,
+}
+
+/// Rows read since the last hand-over to the writer, and the offsets they cover.
+#[derive(Debug, Default)]
+struct Batch {
+    transactions: Vec<TransactionRow>,
+    predictions: Vec<PredictionRow>,
+    labels: Vec<LabelRow>,
+    dead_letters: Vec<DeadLetter>,
+    /// Next offset to commit per (topic, partition).
+    offsets: HashMap<(String, i32), i64>,
+    bytes: usize,
+    started: Option<Instant>,
+}
+
+impl Batch {
+    fn rows(&self) -> usize {
+        self.transactions.len() + self.predictions.len() + self.labels.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+}
+
+/// Consumer settings; `-X` overrides any of them.
+const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("isolation.level", "read_committed"),
+    ("auto.offset.reset", "earliest"),
+    ("session.timeout.ms", "10000"),
+    ("heartbeat.interval.ms", "1000"),
+];
+
+/// The sink while it runs: the consumer, the batch being filled and the one being written.
+struct Sink {
+    cfg: SinkConfig,
+    consumer: Arc<StreamConsumer>,
+    codec: Arc<Codec>,
+    writer: Arc<Writer>,
+    metrics: Arc<SinkMetrics>,
+    batch: Batch,
+    inflight: Option<JoinHandle<Result<u64, SinkError>>>,
+    summary: SinkSummary,
+    first_record: Option<Instant>,
+}
+
+/// Writes batches: ClickHouse (and BigQuery), then the DLQ, then the Kafka offsets.
+struct Writer {
+    cfg: SinkConfig,
+    client: clickhouse::Client,
+    consumer: Arc<StreamConsumer>,
+    dlq: FutureProducer,
+    metrics: Arc<SinkMetrics>,
+    health: Arc<Health>,
+    stop: watch::Receiver<bool>,
+    #[cfg(feature = "bigquery")]
+    bigquery: Option<bigquery::BigQuery>,
+}
+
+/// Applies the ClickHouse migrations, then consumes until `stop` turns true (flushing and
+/// committing what was read) or `stop_after` rows were committed.
+pub async fn run(
+    cfg: SinkConfig,
+    metrics: Arc<SinkMetrics>,
+    health: Arc<Health>,
+    stop: watch::Receiver<bool>,
+) -> Result<SinkSummary, SinkError> {
+    health.set_unready("applying ClickHouse migrations");
+    migrate_with_retry(&cfg.clickhouse, &health, &metrics, stop.clone()).await?;
+    ensure_topics(
+        &cfg.kafka.admin()?,
+        &[TopicSpec::new(&cfg.dlq_topic, cfg.partitions)],
+        1,
+    )
+    .await?;
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        cfg.kafka
+            .client_config_with(&[CONSUMER_DEFAULTS, BULK_FETCH].concat())?
+            .set("group.id", &cfg.group)
+            .create()?,
+    );
+    consumer.subscribe(&[
+        &cfg.transactions_topic,
+        &cfg.predictions_topic,
+        &cfg.labels_topic,
+    ])?;
+    let dlq: FutureProducer = cfg
+        .kafka
+        .client_config_with(&[("enable.idempotence", "true"), ("linger.ms", "5")])?
+        .create()?;
+    let writer = Arc::new(Writer {
+        client: cfg.clickhouse.client(),
+        consumer: consumer.clone(),
+        dlq,
+        metrics: metrics.clone(),
+        health: health.clone(),
+        stop: stop.clone(),
+        #[cfg(feature = "bigquery")]
+        bigquery: cfg.bigquery.clone().map(bigquery::BigQuery::new),
+        cfg: cfg.clone(),
+    });
+    health.set_ready("consuming");
+    let mut sink = Sink {
+        codec: Arc::new(Codec::new(&cfg.kafka.schema_registry)),
+        cfg,
+        consumer,
+        writer,
+        metrics,
+        batch: Batch::default(),
+        inflight: None,
+        summary: SinkSummary::default(),
+        first_record: None,
+    };
+    sink.consume(stop).await
+}
+
+/// ClickHouse may still be starting (compose, CI): wait for it instead of failing.
+async fn migrate_with_retry(
+    ch: &ClickHouseArgs,
+    health: &Health,
+    metrics: &SinkMetrics,
+    stop: watch::Receiver<bool>,
+) -> Result<(), SinkError> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match ch.migrate().await {
+            Ok(applied) => {
+                if !applied.is_empty() {
+                    tracing::info!(?applied, database = %ch.database, "ClickHouse tables created or upgraded");
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                metrics.clickhouse_up.set(0);
+                health.set_unready(format!("ClickHouse at {}: {e}", ch.url));
+                tracing::warn!(url = %ch.url, error = %e, "ClickHouse not ready; retrying");
+                if *stop.borrow() {
+                    return Err(SinkError::Stopped);
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn split_millis(ms: i64) -> (u32, u16) {
+    let ms = ms.max(0);
+    ((ms / 1000) as u32, (ms % 1000) as u16)
+}
+
+impl Sink {
+    async fn consume(&mut self, mut stop: watch::Receiver<bool>) -> Result<SinkSummary, SinkError> {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut last_lag = Instant::now();
+        let stop_after = self.cfg.stop_after.unwrap_or(u64::MAX);
+        let consumer = self.consumer.clone();
+        while !*stop.borrow() && self.summary.rows < stop_after {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                m = consumer.recv() => {
+                    match m {
+                        Ok(m) => self.add(&m).await,
+                        Err(e) => tracing::warn!(error = %e, "consumer error"),
+                    }
+                    if self.batch.rows() >= self.cfg.batch_rows || self.batch.bytes >= self.cfg.batch_bytes {
+                        self.hand_over().await?;
+                    }
+                }
+                _ = tick.tick() => {
+                    if self.batch.started.is_some_and(|s| s.elapsed() >= self.cfg.batch_age) {
+                        self.hand_over().await?;
+                    }
+                    // A finished write is collected here, so `stop_after` sees its rows.
+                    if self.inflight.as_ref().is_some_and(|h| h.is_finished()) {
+                        self.wait_for_writer().await?;
+                    }
+                    if last_lag.elapsed() >= Duration::from_secs(5) {
+                        last_lag = Instant::now();
+                        self.report_lag().await;
+                    }
+                }
+            }
+        }
+        // Clean stop: write and commit what was read.
+        self.hand_over().await?;
+        self.wait_for_writer().await?;
+        self.summary.busy = self.first_record.map(|f| f.elapsed()).unwrap_or_default();
+        tracing::info!(summary = ?self.summary, "sink stopped");
+        Ok(self.summary.clone())
+    }
+
+    /// Decodes one record into the batch (or the batch's dead letters).
+    async fn add(&mut self, m: &BorrowedMessage<'_>) {
+        self.first_record.get_or_insert_with(Instant::now);
+        let b = &mut self.batch;
+        b.started.get_or_insert_with(Instant::now);
+        b.offsets
+            .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+        let payload = m.payload().unwrap_or_default();
+        b.bytes += payload.len();
+        let topic = m.topic();
+        let result = if payload.is_empty() {
+            Err("empty payload (tombstone)".to_string())
+        } else if topic == self.cfg.predictions_topic {
+            decode::<Prediction>(&self.codec, payload)
+                .await
+                .map(|p| b.predictions.push(PredictionRow::from(p)))
+        } else if topic == self.cfg.transactions_topic {
+            decode::<Transaction>(&self.codec, payload)
+                .await
+                .map(|t| b.transactions.push(TransactionRow::new(t, m.partition(), m.offset())))
+        } else {
+            decode::<Label>(&self.codec, payload)
+                .await
+                .map(|l| b.labels.push(LabelRow::from(l)))
+        };
+        self.metrics
+            .records_in
+            .with_label_values(&[topic])
+            .inc();
+        if let Err(reason) = result {
+            tracing::warn!(topic, partition = m.partition(), offset = m.offset(), %reason, "undecodable record to the DLQ");
+            b.dead_letters.push(DeadLetter {
+                topic: topic.to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec),
+                reason,
+            });
+        }
+    }
+
+    /// Gives the batch to the writer once the previous one is written and committed.
+    async fn hand_over(&mut self) -> Result<(), SinkError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.wait_for_writer().await?;
+        let batch = std::mem::take(&mut self.batch);
+        self.summary.dead_letters += batch.dead_letters.len() as u64;
+        let writer = self.writer.clone();
+        self.inflight = Some(tokio::spawn(async move { writer.write(batch).await }));
+        Ok(())
+    }
+
+    /// Waits for the batch being written. Meanwhile the consumer keeps serving the group (so a
+    /// long ClickHouse outage does not cost the sink its partitions) with fetching paused; what
+    /// was already fetched goes into the next batch.
+    async fn wait_for_writer(&mut self) -> Result<(), SinkError> {
+        let Some(mut handle) = self.inflight.take() else {
+            return Ok(());
+        };
+        let consumer = self.consumer.clone();
+        let result = if handle.is_finished() {
+            handle.await
+        } else {
+            let assignment = consumer.assignment()?;
+            consumer.pause(&assignment)?;
+            self.metrics.paused.set(1);
+            let result = loop {
+                tokio::select! {
+                    r = &mut handle => break r,
+                    m = consumer.recv() => if let Ok(m) = m { self.add(&m).await },
+                }
+            };
+            // Partitions revoked in the meantime are no longer ours to resume.
+            let current = consumer.assignment()?;
+            let mut resume = TopicPartitionList::new();
+            for e in assignment.elements() {
+                if current.find_partition(e.topic(), e.partition()).is_some() {
+                    resume.add_partition(e.topic(), e.partition());
+                }
+            }
+            consumer.resume(&resume)?;
+            self.metrics.paused.set(0);
+            result
+        };
+        let rows = result.map_err(|e| SinkError::BigQuery(format!("writer task failed: {e}")))??;
+        self.summary.rows += rows;
+        self.summary.batches += 1;
+        self.summary.retries = self.metrics.retries.get();
+        Ok(())
+    }
+
+    async fn report_lag(&self) {
+        let consumer = self.consumer.clone();
+        let metrics = self.metrics.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let Ok(position) = consumer.position() else {
+                return;
+            };
+            for e in position.elements() {
+                if let (Offset::Offset(pos), Ok((_, high))) = (
+                    e.offset(),
+                    consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(1)),
+                ) {
+                    metrics
+                        .consumer_lag
+                        .with_label_values(&[e.topic(), &e.partition().to_string()])
+                        .set((high - pos).max(0));
+                }
+            }
+        })
+        .await;
+    }
+}
+
+async fn decode<T: fraudstream_schemas::AvroRecord>(
+    codec: &Codec,
+    payload: &[u8],
+) -> Result<T, String> {
+    match codec.decode_cached(payload) {
+        Some(r) => r,
+        None => codec.decode(payload).await,
+    }
+    .map_err(|e| e.to_string())
+}
+
+impl Writer {
+    /// Inserts the batch (retrying until it succeeds or the sink stops), dead-letters its bad
+    /// records, then commits its offsets. Returns the rows inserted.
+    async fn write(&self, batch: Batch) -> Result<u64, SinkError> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            match self.insert(&batch).await {
+                Ok(()) => break,
+                Err(e) => {
+                    self.metrics.retries.inc();
+                    self.metrics.clickhouse_up.set(0);
+                    self.health
+                        .set_unready(format!("insert failing, retrying: {e}"));
+                    tracing::warn!(error = %e, rows = batch.rows(), backoff_ms = backoff.as_millis() as u64, "insert failed; retrying (offsets stay uncommitted)");
+                    if *self.stop.borrow() {
+                        return Err(SinkError::Stopped);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.cfg.max_backoff);
+                }
+            }
+        }
+        if self.metrics.clickhouse_up.get() == 0 {
+            tracing::info!("ClickHouse accepts inserts again");
+            self.health.set_ready("consuming");
+        }
+        self.metrics.clickhouse_up.set(1);
+        self.metrics
+            .insert_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.send_dead_letters(&batch.dead_letters).await?;
+        self.commit(&batch.offsets).await;
+        let rows = batch.rows() as u64;
+        self.metrics.batches.inc();
+        for (table, n) in [
+            ("transactions", batch.transactions.len()),
+            ("predictions", batch.predictions.len()),
+            ("labels", batch.labels.len()),
+        ] {
+            self.metrics
+                .rows_inserted
+                .with_label_values(&[table])
+                .inc_by(n as u64);
+        }
+        Ok(rows)
+    }
+
+    async fn insert(&self, batch: &Batch) -> Result<(), SinkError> {
+        insert_rows(&self.client, "transactions", &batch.transactions).await?;
+        insert_rows(&self.client, "predictions", &batch.predictions).await?;
+        insert_rows(&self.client, "labels", &batch.labels).await?;
+        #[cfg(feature = "bigquery")]
+        if let Some(bq) = &self.bigquery {
+            bq.insert_predictions(&batch.predictions).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), SinkError> {
+        let mut pending = Vec::with_capacity(letters.len());
+        for d in letters {
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.cfg.dlq_topic).headers(
+                dead_letter_headers(&d.reason, &d.topic, d.partition, d.offset),
+            );
+            if let Some(k) = &d.key {
+                record = record.key(k);
+            }
+            if let Some(p) = &d.payload {
+                record = record.payload(p);
+            }
+            pending.push(self.dlq.send(record, Duration::from_secs(60)));
+        }
+        for r in futures::future::join_all(pending).await {
+            r.map_err(|(e, _)| e)?;
+            self.metrics.dlq.inc();
+        }
+        Ok(())
+    }
+
+    /// A failed commit is not fatal: the rows are in ClickHouse, and whoever reads the partition
+    /// next re-inserts them, which the tables deduplicate.
+    async fn commit(&self, offsets: &HashMap<(String, i32), i64>) {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in offsets {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        }
+        let consumer = self.consumer.clone();
+        let result =
+            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.metrics.commit_failures.inc();
+                tracing::warn!(error = %e, "offset commit failed after a successful insert; the rows will be re-read and deduplicated");
+            }
+            Err(e) => tracing::error!(error = %e, "offset commit task failed"),
+        }
+    }
+}
+
+/// One RowBinary insert of `rows` into `table` (nothing when empty).
+async fn insert_rows<R>(client: &clickhouse::Client, table: &str, rows: &[R]) -> Result<(), SinkError>
+where
+    R: clickhouse::RowOwned + clickhouse::RowWrite,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = client.insert::<R>(table).await?;
+    for r in rows {
+        insert.write(r).await?;
+    }
+    insert.end().await?;
+    Ok(())
+}

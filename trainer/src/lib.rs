@@ -2,20 +2,23 @@
 //! `models` topic, where every scorer picks it up. Features come from the shared feature code (the
 //! scorer's own), fed in time order, so training and serving cannot disagree.
 //!
-//! Today: `bootstrap` from the historical CSV (time-based train/validation/holdout split, early
-//! stopping, PR-AUC and ROC-AUC on the holdout, threshold by target precision). Retraining from
-//! ClickHouse, the champion/challenger gate and `watch` come with the sink's tables.
+//! Data comes from the historical CSV (`bootstrap`) or from ClickHouse, where the sink lands
+//! transactions and their late labels (`train`, `watch`). Every model is split in time (train,
+//! early-stopping validation, holdout: never random, the stream is time-ordered), evaluated on the
+//! holdout, gated against the serving champion on the same holdout, and published to the models
+//! topic and the ClickHouse archive (`registry`).
 
-use fraudstream_common::features::{push_features, AccountHistory, N_FEATURES};
-use fraudstream_common::kafka::{read_partition_range, KafkaArgs};
-use fraudstream_common::model::pack_model_text;
-use fraudstream_schemas::{Codec, ModelRecord, ModelStatus};
+pub mod registry;
+pub mod report;
+pub mod watch;
+
+use fraudstream_common::clickhouse::ClickHouseArgs;
+use fraudstream_common::features::{feature_names, push_features, AccountHistory, TxView, N_FEATURES};
+use fraudstream_schemas::TransactionType;
 use producer::paysim::{CsvError, CsvReader};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::Message;
 use std::collections::HashMap;
-use std::time::Duration;
+
+pub use registry::{publish_model, read_models};
 
 /// Errors of training and publishing.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,10 @@ pub enum TrainerError {
     Common(#[from] fraudstream_common::CommonError),
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("ClickHouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error("{path}: {detail}")]
+    File { path: String, detail: String },
 }
 
 /// A feature matrix in time order.
@@ -42,6 +49,9 @@ pub struct Examples {
     pub labels: Vec<f32>,
     pub first_step: i32,
     pub last_step: i32,
+    /// Event time (ms) of the first and last row, when known (0 for CSV data).
+    pub first_time: i64,
+    pub last_time: i64,
 }
 
 impl Examples {
@@ -54,7 +64,7 @@ impl Examples {
     }
 
     /// Rows `from..to` as a new matrix.
-    fn slice(&self, from: usize, to: usize) -> (&[f64], &[f32]) {
+    pub fn slice(&self, from: usize, to: usize) -> (&[f64], &[f32]) {
         (
             &self.rows[from * N_FEATURES..to * N_FEATURES],
             &self.labels[from..to],
@@ -89,6 +99,103 @@ pub fn examples_from_csv(path: &std::path::Path) -> Result<(Examples, u64), Trai
     Ok((ex, bad))
 }
 
+/// What to train on from ClickHouse: the newest `limit` labelled transactions, optionally within
+/// an event-time window (`YYYY-MM-DD hh:mm:ss`, server time zone).
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub limit: u64,
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+/// A labelled transaction as the `labelled_transactions` view returns it.
+#[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]
+struct LabelledRow {
+    event_time: u32,
+    event_ms: u16,
+    step: i32,
+    #[serde(rename = "type")]
+    tx_type: String,
+    amount: f64,
+    name_orig: String,
+    oldbalance_org: f64,
+    newbalance_orig: f64,
+    name_dest: String,
+    oldbalance_dest: f64,
+    newbalance_dest: f64,
+    is_fraud: u8,
+}
+
+/// Counts the labelled transactions in ClickHouse (what `watch` compares against its threshold).
+pub async fn count_labelled(ch: &ClickHouseArgs) -> Result<u64, TrainerError> {
+    Ok(ch
+        .client()
+        .query("SELECT count() FROM labelled_transactions")
+        .fetch_one::<u64>()
+        .await?)
+}
+
+/// Reads the selected labelled transactions from ClickHouse, oldest first, into features (with
+/// per-account history fed in event order, exactly as the scorer does).
+pub async fn examples_from_clickhouse(
+    ch: &ClickHouseArgs,
+    sel: &Selection,
+) -> Result<Examples, TrainerError> {
+    let mut filter = String::from("1");
+    if sel.since.is_some() {
+        filter.push_str(" AND event_time >= toDateTime(?)");
+    }
+    if sel.until.is_some() {
+        filter.push_str(" AND event_time < toDateTime(?)");
+    }
+    // Newest `limit` rows, then back into time order (ties broken by Kafka position).
+    let sql = format!(
+        "SELECT event_time, event_ms, step, type, amount, name_orig, oldbalance_org, newbalance_orig, \
+         name_dest, oldbalance_dest, newbalance_dest, is_fraud FROM ( \
+           SELECT * FROM labelled_transactions WHERE {filter} \
+           ORDER BY event_time DESC, event_ms DESC, kafka_partition DESC, kafka_offset DESC LIMIT {} \
+         ) ORDER BY event_time, event_ms, kafka_partition, kafka_offset",
+        sel.limit.max(1)
+    );
+    let mut query = ch.client().query(&sql);
+    for bound in [&sel.since, &sel.until].into_iter().flatten() {
+        query = query.bind(bound.as_str());
+    }
+    let mut cursor = query.fetch::<LabelledRow>()?;
+    let mut ex = Examples::default();
+    let mut history = AccountHistory::default();
+    let mut position = 0i64;
+    while let Some(r) = cursor.next().await? {
+        let tx_type: TransactionType = r
+            .tx_type
+            .parse()
+            .map_err(|e: String| TrainerError::Data(format!("labelled_transactions: {e}")))?;
+        let time = r.event_time as i64 * 1000 + r.event_ms as i64;
+        if ex.is_empty() {
+            ex.first_step = r.step;
+            ex.first_time = time;
+        }
+        ex.last_step = r.step;
+        ex.last_time = time;
+        let account = history.observe(&r.name_orig, position, r.step, r.amount);
+        let view = TxView {
+            step: r.step,
+            tx_type,
+            amount: r.amount,
+            name_orig: &r.name_orig,
+            oldbalance_org: r.oldbalance_org,
+            newbalance_orig: r.newbalance_orig,
+            name_dest: &r.name_dest,
+            oldbalance_dest: r.oldbalance_dest,
+            newbalance_dest: r.newbalance_dest,
+        };
+        push_features(&view, account, &mut ex.rows);
+        ex.labels.push(r.is_fraud as f32);
+        position += 1;
+    }
+    Ok(ex)
+}
+
 /// LightGBM settings. Class weighting stays moderate: extreme scale_pos_weight is known to wreck
 /// LightGBM on PaySim's 0.13% positives.
 #[derive(Debug, Clone)]
@@ -99,8 +206,45 @@ pub struct TrainParams {
     pub scale_pos_weight: f64,
     pub early_stopping_rounds: i64,
     pub threads: i64,
-    /// Alert threshold: the lowest score whose holdout precision reaches this.
-    pub target_precision: f64,
+    /// How the alert threshold is chosen on the holdout.
+    pub threshold_rule: ThresholdRule,
+    /// Show a progress bar over boosting rounds.
+    pub progress: bool,
+}
+
+/// How the alert threshold is picked from the holdout scores.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ThresholdRule {
+    /// The threshold with the most recall whose precision reaches this.
+    Precision(f64),
+    /// As many alerts per 10,000 transactions as this: the score at that rank.
+    AlertBudget(f64),
+}
+
+impl ThresholdRule {
+    pub fn choose(self, scores: &[f64], labels: &[bool]) -> f64 {
+        match self {
+            ThresholdRule::Precision(p) => threshold_for_precision(scores, labels, p),
+            ThresholdRule::AlertBudget(per_10k) => threshold_for_budget(scores, per_10k),
+        }
+    }
+}
+
+/// The lowest score that still keeps alerts within `per_10k` per 10,000 rows.
+pub fn threshold_for_budget(scores: &[f64], per_10k: f64) -> f64 {
+    let mut sorted = scores.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let k = ((per_10k / 10_000.0) * sorted.len() as f64).floor() as usize;
+    if k == 0 || sorted.is_empty() {
+        return 1.0;
+    }
+    let at = sorted[k.min(sorted.len()) - 1];
+    // Ties at the cut would exceed the budget: move just above them.
+    if sorted.get(k).is_some_and(|next| *next == at) {
+        f64::from_bits(at.to_bits() + 1).min(1.0)
+    } else {
+        at
+    }
 }
 
 impl Default for TrainParams {
@@ -112,17 +256,28 @@ impl Default for TrainParams {
             scale_pos_weight: 5.0,
             early_stopping_rounds: 20,
             threads: 2,
-            target_precision: 0.9,
+            threshold_rule: ThresholdRule::Precision(0.9),
+            progress: false,
         }
     }
 }
 
 /// A trained model with its holdout evaluation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Trained {
     pub model_text: String,
     pub threshold: f64,
     pub metrics: HashMap<String, f64>,
+    /// The model's scores on the holdout and the truth, for the gate and the report.
+    pub holdout_scores: Vec<f64>,
+    pub holdout_labels: Vec<bool>,
+    /// (feature, total gain), most important first.
+    pub importance: Vec<(String, f64)>,
+}
+
+/// The holdout rows of `n` examples: the last 10% in time.
+pub fn holdout_range(n: usize) -> std::ops::Range<usize> {
+    n * 9 / 10..n
 }
 
 /// Trains on the first 80% (in time), stops early on the next 10%, evaluates on the last 10%.
@@ -162,7 +317,20 @@ pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
         "num_threads": p.threads,
         "verbose": -1,
     });
+    let spinner = p.progress.then(|| {
+        let bar = indicatif::ProgressBar::new_spinner().with_message(format!(
+            "LightGBM: boosting up to {} rounds on {} rows (early stopping on the next {})",
+            p.max_rounds,
+            train_end,
+            valid_end - train_end
+        ));
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar
+    });
     let booster = lightgbm3::Booster::train_with_valid(train_set, Some(valid_set), &params)?;
+    if let Some(bar) = spinner {
+        bar.finish_with_message(format!("LightGBM: {} rounds", booster.num_iterations()));
+    }
     let (hx, hy) = ex.slice(valid_end, n);
     let scores = booster.predict_with_params(
         hx,
@@ -171,15 +339,21 @@ pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
         &format!("num_threads={}", p.threads),
     )?;
     let labels: Vec<bool> = hy.iter().map(|y| *y > 0.5).collect();
-    let threshold = threshold_for_precision(&scores, &labels, p.target_precision);
+    let threshold = p.threshold_rule.choose(&scores, &labels);
     let mut metrics = evaluate(&scores, &labels, threshold);
     metrics.insert("rounds".into(), booster.num_iterations() as f64);
     metrics.insert("train_rows".into(), train_end as f64);
     metrics.insert("holdout_rows".into(), (n - valid_end) as f64);
+    let gains = booster.feature_importance(lightgbm3::ImportanceType::Gain)?;
+    let mut importance: Vec<(String, f64)> = feature_names().into_iter().zip(gains).collect();
+    importance.sort_by(|a, b| b.1.total_cmp(&a.1));
     Ok(Trained {
         model_text: booster.save_string()?,
         threshold,
         metrics,
+        holdout_scores: scores,
+        holdout_labels: labels,
+        importance,
     })
 }
 
@@ -265,95 +439,92 @@ pub fn evaluate(scores: &[f64], labels: &[bool], threshold: f64) -> HashMap<Stri
     ])
 }
 
-/// Every record on the models topic, oldest first (the topic is compacted: one per key).
-pub async fn read_models(kafka: &KafkaArgs, topic: &str) -> Result<Vec<ModelRecord>, TrainerError> {
-    let codec = Codec::new(&kafka.schema_registry);
-    let consumer: BaseConsumer = kafka
-        .client_config_with(&[
-            ("group.id", "trainer-models-reader"),
-            ("enable.auto.commit", "false"),
-            ("isolation.level", "read_committed"),
-        ])?
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut payloads = Vec::new();
-    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-        read_partition_range(
-            &consumer,
-            topic,
-            p.id(),
-            low,
-            high,
-            Duration::from_secs(30),
-            |m| {
-                payloads.extend(m.payload().map(<[u8]>::to_vec));
-            },
-        )?;
-    }
-    let mut records = Vec::new();
-    for payload in payloads {
-        // A record that is not a ModelRecord (the scorer refuses it too) is skipped.
-        if let Ok(r) = codec.decode::<ModelRecord>(&payload).await {
-            records.push(r);
-        }
-    }
-    Ok(records)
+/// Where and how models are published.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    pub kafka: fraudstream_common::kafka::KafkaArgs,
+    pub models_topic: String,
+    /// The archive; None = topic only (e.g. bootstrap before ClickHouse exists).
+    pub clickhouse: Option<ClickHouseArgs>,
+    pub model_name: String,
+    /// PR-AUC the candidate may lose against the champion and still replace it.
+    pub tolerance: f64,
+    /// Publish a candidate that fails the gate as challenger (shadow) instead of not at all.
+    pub challenger_on_reject: bool,
+    /// Skip the gate: the candidate becomes champion.
+    pub force: bool,
 }
 
-/// Publishes `trained` as the next version of `model_name`, with `status`. Returns the record.
-pub async fn publish_model(
-    kafka: &KafkaArgs,
-    topic: &str,
-    model_name: &str,
-    trained: &Trained,
-    status: ModelStatus,
-    window: (i64, i64),
-) -> Result<ModelRecord, TrainerError> {
-    let version = read_models(kafka, topic)
-        .await?
-        .iter()
-        .filter(|r| r.model_name == model_name)
-        .map(|r| r.version)
-        .max()
-        .unwrap_or(0)
-        + 1;
-    let (compression, model_text) = pack_model_text(&trained.model_text);
-    let record = ModelRecord {
-        model_name: model_name.into(),
-        version,
-        created_at: fraudstream_common::now_millis(),
-        format: "lightgbm-text".into(),
-        feature_names: fraudstream_common::features::feature_names(),
-        threshold: trained.threshold,
-        metrics: trained.metrics.clone(),
-        training_window_start: window.0,
-        training_window_end: window.1,
-        compression,
-        model_text,
-        status,
-    };
-    let codec = Codec::new(&kafka.schema_registry);
-    let payload = codec.encode(topic, &record).await?;
-    let key = format!(
-        "{model_name}:{}",
-        match status {
-            ModelStatus::Champion => "champion",
-            ModelStatus::Challenger => "challenger",
-            ModelStatus::Retired => "retired",
+/// What happened to a candidate.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub decision: registry::GateDecision,
+    /// The published record (None: rejected and not published).
+    pub record: Option<fraudstream_schemas::ModelRecord>,
+}
+
+/// PR-AUC of `champion` on the holdout rows of `ex` (the candidate's holdout). None when it
+/// cannot be loaded (then it cannot block a candidate).
+pub fn champion_pr_auc(champion: &fraudstream_schemas::ModelRecord, ex: &Examples) -> Option<f64> {
+    let model = fraudstream_common::model::LoadedModel::from_record(champion).ok()?;
+    let range = holdout_range(ex.len());
+    let (rows, labels) = ex.slice(range.start, range.end);
+    let scores = model.predict(rows).ok()?;
+    let labels: Vec<bool> = labels.iter().map(|l| *l > 0.5).collect();
+    Some(pr_and_roc_auc(&scores, &labels).0)
+}
+
+impl Publisher {
+    /// Gates `trained` against the serving champion on the same holdout, then publishes it as
+    /// champion, as challenger, or not at all, and archives what it published.
+    pub async fn gate_and_publish(
+        &self,
+        trained: &Trained,
+        ex: &Examples,
+    ) -> Result<Outcome, TrainerError> {
+        use fraudstream_schemas::ModelStatus;
+        let records = read_models(&self.kafka, &self.models_topic).await?;
+        let champion = registry::serving(&records, &self.model_name, ModelStatus::Champion);
+        let champion_auc = champion.as_ref().and_then(|c| champion_pr_auc(c, ex));
+        let mut decision = registry::gate(trained.metrics["pr_auc"], champion_auc, self.tolerance);
+        if self.force {
+            decision.promote = true;
         }
-    );
-    let producer: FutureProducer = kafka
-        .client_config_with(&[("enable.idempotence", "true")])?
-        .create()?;
-    producer
-        .send(
-            FutureRecord::to(topic).key(&key).payload(&payload),
-            Duration::from_secs(30),
-        )
-        .await
-        .map_err(|(e, _)| e)?;
-    Ok(record)
+        let status = if decision.promote {
+            ModelStatus::Champion
+        } else if self.challenger_on_reject {
+            ModelStatus::Challenger
+        } else {
+            return Ok(Outcome {
+                decision,
+                record: None,
+            });
+        };
+        let mut version = records
+            .iter()
+            .filter(|r| r.model_name == self.model_name)
+            .map(|r| r.version)
+            .max()
+            .unwrap_or(0);
+        if let Some(ch) = &self.clickhouse {
+            let archived = registry::history(ch, &self.model_name).await?;
+            version = version.max(archived.iter().map(|r| r.version).max().unwrap_or(0));
+        }
+        let window = if ex.first_time > 0 {
+            (ex.first_time, ex.last_time)
+        } else {
+            (ex.first_step as i64, ex.last_step as i64)
+        };
+        let record = registry::new_record(&self.model_name, version + 1, trained, status, window);
+        registry::send_record(&self.kafka, &self.models_topic, &record).await?;
+        if let Some(ch) = &self.clickhouse {
+            registry::archive(ch, &record, "published").await?;
+        }
+        Ok(Outcome {
+            decision,
+            record: Some(record),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -368,6 +539,16 @@ mod tests {
         let (pr, roc) = pr_and_roc_auc(&[0.5; 5], &labels);
         assert!((roc - 0.5).abs() < 1e-12);
         assert!((pr - 0.4).abs() < 1e-12, "all tied: precision = base rate");
+    }
+
+    #[test]
+    fn alert_budget_caps_the_alert_rate() {
+        let scores: Vec<f64> = (0..10_000).map(|i| i as f64 / 10_000.0).collect();
+        let t = threshold_for_budget(&scores, 25.0);
+        assert_eq!(scores.iter().filter(|s| **s >= t).count(), 25);
+        // All tied: no threshold keeps within budget except above them.
+        let t = threshold_for_budget(&[0.5; 100], 100.0);
+        assert!(t > 0.5);
     }
 
     #[test]

@@ -21,6 +21,7 @@ async fn each_publish_is_the_next_version_and_reads_back() {
         model_text: "tree\n".repeat(20_000), // large enough to be stored compressed
         threshold: 0.7,
         metrics: HashMap::from([("pr_auc".to_string(), 0.99)]),
+        ..Trained::default()
     };
     let first = publish_model(
         &kafka,
