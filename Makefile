@@ -26,19 +26,20 @@ services-down: ## stop the local services started by `make services`
 build: deps ## build every binary (release)
 	$(CARGO) build --release --workspace
 
+# One profile for everything (release): tests, demo and bench share one build of the dependencies.
 test: deps services ## run every unit and integration test against the local services
-	@start=$$(date +%s); \
-	$(CARGO) test --workspace --no-fail-fast 2>&1 | tee $(CARGO_TARGET_DIR)/test.log; rc=$${PIPESTATUS[0]}; \
+	@mkdir -p $(CARGO_TARGET_DIR); start=$$(date +%s); \
+	$(CARGO) test --release --workspace --no-fail-fast 2>&1 | tee $(CARGO_TARGET_DIR)/test.log; rc=$${PIPESTATUS[0]}; \
 	passed=$$(grep -Eo '[0-9]+ passed' $(CARGO_TARGET_DIR)/test.log | awk '{s+=$$1} END {print s+0}'); \
 	failed=$$(grep -Eo '[0-9]+ failed' $(CARGO_TARGET_DIR)/test.log | awk '{s+=$$1} END {print s+0}'); \
-	deploy/local/kafka-topics.sh --delete --topic '.*_[0-9]+_[0-9]+_[0-9]+' >/dev/null 2>&1 || true; \
+	deploy/local/kafka-topics.sh --delete --topic '.*_[0-9]+_[0-9]+_[0-9]+.*' >/dev/null 2>&1 || true; \
 	echo "tests took $$(( $$(date +%s) - start ))s (log: $(CARGO_TARGET_DIR)/test.log)"; \
 	echo "fraudstream: $$passed passed, $$failed failed"; \
 	exit $$rc
 
 lint: deps ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 fmt: ## format the code
 	$(CARGO) fmt --all

@@ -1,5 +1,5 @@
--- Joins for training and dashboards. The right side of a join is a subquery: ClickHouse 18.16
--- joins only that way.
+-- Joins for training and dashboards. The right side of a join is a subquery (ClickHouse 18.16
+-- joins only that way) with an alias (current ClickHouse requires one).
 
 -- Transactions with their (late) ground truth: what the trainer learns from.
 CREATE VIEW IF NOT EXISTS labelled_transactions AS
@@ -10,7 +10,7 @@ SELECT
 FROM transactions FINAL
 ANY INNER JOIN (
     SELECT transaction_id, is_fraud, labelled_at FROM labels FINAL
-) USING transaction_id;
+) AS l USING transaction_id;
 
 -- Predictions with their label once it arrived (has_label = 0 until then): live precision/recall.
 CREATE VIEW IF NOT EXISTS predictions_labelled AS
@@ -21,4 +21,4 @@ SELECT
 FROM predictions FINAL
 ANY LEFT JOIN (
     SELECT transaction_id, is_fraud, 1 AS has_label FROM labels FINAL
-) USING transaction_id;
+) AS l USING transaction_id;

@@ -20,7 +20,8 @@ pub mod models;
 
 use fraudstream_common::features::{push_features, AccountHistory, TxView, N_FEATURES};
 use fraudstream_common::kafka::{
-    dead_letter_headers, drain, ensure_topics, read_partition_range, KafkaArgs, TopicSpec, BULK_FETCH,
+    dead_letter_headers, drain, ensure_topics, read_partition_range, KafkaArgs, TopicSpec,
+    BULK_FETCH,
 };
 use fraudstream_common::model::LoadedModel;
 use fraudstream_common::server::Health;

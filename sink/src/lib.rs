@@ -19,7 +19,9 @@ pub mod rows;
 pub mod bigquery;
 
 use fraudstream_common::clickhouse::ClickHouseArgs;
-use fraudstream_common::kafka::{dead_letter_headers, ensure_topics, KafkaArgs, TopicSpec, BULK_FETCH};
+use fraudstream_common::kafka::{
+    dead_letter_headers, ensure_topics, KafkaArgs, TopicSpec, BULK_FETCH,
+};
 use fraudstream_common::server::Health;
 use fraudstream_common::CommonError;
 use fraudstream_schemas::{Codec, Label, Prediction, SchemaError, Transaction};
@@ -317,18 +319,16 @@ impl Sink {
                 .await
                 .map(|p| b.predictions.push(PredictionRow::from(p)))
         } else if topic == self.cfg.transactions_topic {
-            decode::<Transaction>(&self.codec, payload)
-                .await
-                .map(|t| b.transactions.push(TransactionRow::new(t, m.partition(), m.offset())))
+            decode::<Transaction>(&self.codec, payload).await.map(|t| {
+                b.transactions
+                    .push(TransactionRow::new(t, m.partition(), m.offset()))
+            })
         } else {
             decode::<Label>(&self.codec, payload)
                 .await
                 .map(|l| b.labels.push(LabelRow::from(l)))
         };
-        self.metrics
-            .records_in
-            .with_label_values(&[topic])
-            .inc();
+        self.metrics.records_in.with_label_values(&[topic]).inc();
         if let Err(reason) = result {
             tracing::warn!(topic, partition = m.partition(), offset = m.offset(), %reason, "undecodable record to the DLQ");
             b.dead_letters.push(DeadLetter {
@@ -387,7 +387,8 @@ impl Sink {
             self.metrics.paused.set(0);
             result
         };
-        let rows = result.map_err(|e| SinkError::BigQuery(format!("writer task failed: {e}")))??;
+        let rows =
+            result.map_err(|e| SinkError::BigQuery(format!("writer task failed: {e}")))??;
         self.summary.rows += rows;
         self.summary.batches += 1;
         self.summary.retries = self.metrics.retries.get();
@@ -530,7 +531,11 @@ impl Writer {
 }
 
 /// One RowBinary insert of `rows` into `table` (nothing when empty).
-async fn insert_rows<R>(client: &clickhouse::Client, table: &str, rows: &[R]) -> Result<(), SinkError>
+async fn insert_rows<R>(
+    client: &clickhouse::Client,
+    table: &str,
+    rows: &[R],
+) -> Result<(), SinkError>
 where
     R: clickhouse::RowOwned + clickhouse::RowWrite,
 {

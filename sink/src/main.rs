@@ -125,13 +125,16 @@ async fn main() -> Result<()> {
         partitions: cli.partitions,
         stop_after: cli.stop_after,
         #[cfg(feature = "bigquery")]
-        bigquery: cli.bigquery.bigquery.then(|| sink::bigquery::BigQueryConfig {
-            endpoint: cli.bigquery.bigquery_endpoint,
-            project: cli.bigquery.bigquery_project.unwrap_or_default(),
-            dataset: cli.bigquery.bigquery_dataset,
-            table: cli.bigquery.bigquery_table,
-            access_token: cli.bigquery.bigquery_token,
-        }),
+        bigquery: cli
+            .bigquery
+            .bigquery
+            .then(|| sink::bigquery::BigQueryConfig {
+                endpoint: cli.bigquery.bigquery_endpoint,
+                project: cli.bigquery.bigquery_project.unwrap_or_default(),
+                dataset: cli.bigquery.bigquery_dataset,
+                table: cli.bigquery.bigquery_table,
+                access_token: cli.bigquery.bigquery_token,
+            }),
     };
     let summary = run(cfg, metrics, health, stop).await?;
     println!(

@@ -32,7 +32,10 @@ impl SinkMetrics {
                 "insert_retries_total",
                 "Insert attempts that failed and were retried",
             )?,
-            dlq: r.counter("dlq_total", "Undecodable records sent to the dead-letter topic")?,
+            dlq: r.counter(
+                "dlq_total",
+                "Undecodable records sent to the dead-letter topic",
+            )?,
             commit_failures: r.counter(
                 "commit_failures_total",
                 "Offset commits that failed after an insert (rows are re-read and deduplicated)",

@@ -13,11 +13,18 @@ use std::time::Duration;
 use support::*;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start_clickhouse(dir: &Path, http: u16, tcp: u16) -> Child {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/local/clickhouse-config.sh");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/local/clickhouse-config.sh"
+    );
     let ok = Command::new(script)
         .args([dir.to_str().unwrap(), &http.to_string(), &tcp.to_string()])
         .status()

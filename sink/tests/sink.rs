@@ -43,7 +43,11 @@ async fn every_prediction_lands_once_and_garbage_goes_to_the_dlq() {
     assert_eq!(rows.len(), 3);
     for row in rows {
         let i: u64 = row.transaction_id[3..].parse().unwrap();
-        assert_eq!(row, PredictionRow::from(prediction(i)), "every column as published");
+        assert_eq!(
+            row,
+            PredictionRow::from(prediction(i)),
+            "every column as published"
+        );
     }
     let alerts: u64 = ch
         .client()
@@ -59,10 +63,18 @@ async fn every_prediction_lands_once_and_garbage_goes_to_the_dlq() {
             .headers()
             .unwrap()
             .iter()
-            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap()).into_owned()))
+            .map(|h| {
+                (
+                    h.key.to_string(),
+                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
+                )
+            })
             .collect();
         assert_eq!(headers["source.topic"], names.predictions);
-        assert!(headers["error"].contains("decod") || headers["error"].contains("schema"), "{headers:?}");
+        assert!(
+            headers["error"].contains("decod") || headers["error"].contains("schema"),
+            "{headers:?}"
+        );
         assert!(headers["source.offset"].parse::<i64>().is_ok());
         assert_eq!(m.payload().unwrap(), b"\x00\x00\x00\x00\x07not avro at all");
     }
@@ -84,7 +96,10 @@ async fn sigkill_mid_run_then_restart_lands_exactly_once() {
     wait_for_rows(&ch, "predictions", 100_000, Duration::from_secs(120)).await;
     kill9(first);
     let landed_at_kill = counts(&ch, "predictions").await.unwrap().0;
-    assert!(landed_at_kill < N, "the kill came after the end ({landed_at_kill} rows)");
+    assert!(
+        landed_at_kill < N,
+        "the kill came after the end ({landed_at_kill} rows)"
+    );
     let second = sink(&kafka, &ch, &names, &[]);
     publisher.await.unwrap();
     wait_for_rows(&ch, "predictions", N, Duration::from_secs(180)).await;
@@ -121,15 +136,29 @@ async fn transactions_and_labels_land_and_join_for_training() {
         };
         let payload = codec.encode(&names.transactions, &t).await.unwrap();
         producer
-            .send(FutureRecord::to(&names.transactions).key(&t.name_orig).payload(&payload), Duration::from_secs(10))
+            .send(
+                FutureRecord::to(&names.transactions)
+                    .key(&t.name_orig)
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
             .await
             .unwrap();
         // Labels for the first half only: the rest are still "in the mail".
         if i < n / 2 {
-            let l = Label { transaction_id: t.transaction_id.clone(), is_fraud: i % 10 == 0, labelled_at: 1_700_000_100_000 };
+            let l = Label {
+                transaction_id: t.transaction_id.clone(),
+                is_fraud: i % 10 == 0,
+                labelled_at: 1_700_000_100_000,
+            };
             let payload = codec.encode(&names.labels, &l).await.unwrap();
             producer
-                .send(FutureRecord::to(&names.labels).key(&l.transaction_id).payload(&payload), Duration::from_secs(10))
+                .send(
+                    FutureRecord::to(&names.labels)
+                        .key(&l.transaction_id)
+                        .payload(&payload),
+                    Duration::from_secs(10),
+                )
                 .await
                 .unwrap();
         }
@@ -145,7 +174,11 @@ async fn transactions_and_labels_land_and_join_for_training() {
         .await
         .unwrap();
     assert_eq!((rows, frauds), (n / 2, n / 20));
-    assert_eq!(event_ms, 123 * n / 2, "milliseconds kept next to the DateTime");
+    assert_eq!(
+        event_ms,
+        123 * n / 2,
+        "milliseconds kept next to the DateTime"
+    );
     let amount: f64 = ch
         .client()
         .query("SELECT amount FROM transactions FINAL WHERE transaction_id = 'j-7'")

@@ -13,7 +13,9 @@ pub mod report;
 pub mod watch;
 
 use fraudstream_common::clickhouse::ClickHouseArgs;
-use fraudstream_common::features::{feature_names, push_features, AccountHistory, TxView, N_FEATURES};
+use fraudstream_common::features::{
+    feature_names, push_features, AccountHistory, TxView, N_FEATURES,
+};
 use fraudstream_schemas::TransactionType;
 use producer::paysim::{CsvError, CsvReader};
 use std::collections::HashMap;
@@ -463,10 +465,10 @@ pub struct Outcome {
     pub record: Option<fraudstream_schemas::ModelRecord>,
 }
 
-/// PR-AUC of `champion` on the holdout rows of `ex` (the candidate's holdout). None when it
-/// cannot be loaded (then it cannot block a candidate).
-pub fn champion_pr_auc(champion: &fraudstream_schemas::ModelRecord, ex: &Examples) -> Option<f64> {
-    let model = fraudstream_common::model::LoadedModel::from_record(champion).ok()?;
+/// PR-AUC of the model in `record` on the holdout rows of `ex`, through the scorer's own loading
+/// and scoring code. None when it cannot be loaded (a broken champion cannot block a candidate).
+pub fn holdout_pr_auc(record: &fraudstream_schemas::ModelRecord, ex: &Examples) -> Option<f64> {
+    let model = fraudstream_common::model::LoadedModel::from_record(record).ok()?;
     let range = holdout_range(ex.len());
     let (rows, labels) = ex.slice(range.start, range.end);
     let scores = model.predict(rows).ok()?;
@@ -485,8 +487,19 @@ impl Publisher {
         use fraudstream_schemas::ModelStatus;
         let records = read_models(&self.kafka, &self.models_topic).await?;
         let champion = registry::serving(&records, &self.model_name, ModelStatus::Champion);
-        let champion_auc = champion.as_ref().and_then(|c| champion_pr_auc(c, ex));
-        let mut decision = registry::gate(trained.metrics["pr_auc"], champion_auc, self.tolerance);
+        // Both models scored on the same rows: the holdout of the data the candidate was given.
+        let champion_auc = champion.as_ref().and_then(|c| holdout_pr_auc(c, ex));
+        let candidate = registry::new_record(
+            &self.model_name,
+            0,
+            trained,
+            ModelStatus::Challenger,
+            (0, 0),
+        );
+        let candidate_auc = holdout_pr_auc(&candidate, ex).ok_or_else(|| {
+            TrainerError::Data("the new model does not load in the scorer's model code".into())
+        })?;
+        let mut decision = registry::gate(candidate_auc, champion_auc, self.tolerance);
         if self.force {
             decision.promote = true;
         }

@@ -127,10 +127,18 @@ enum Command {
         #[command(flatten)]
         training: Training,
         /// JSON config {"min_rows", "limit", "poll_seconds"}; created with defaults if missing.
-        #[arg(long, env = "FRAUDSTREAM_WATCH_CONFIG", default_value = "trainer-watch.json")]
+        #[arg(
+            long,
+            env = "FRAUDSTREAM_WATCH_CONFIG",
+            default_value = "trainer-watch.json"
+        )]
         config: PathBuf,
         /// Progress persisted across restarts.
-        #[arg(long, env = "FRAUDSTREAM_WATCH_STATE", default_value = "trainer-state.json")]
+        #[arg(
+            long,
+            env = "FRAUDSTREAM_WATCH_STATE",
+            default_value = "trainer-state.json"
+        )]
         state: PathBuf,
         /// Stop after this many trainings (demos, tests).
         #[arg(long)]
@@ -169,10 +177,12 @@ impl Target {
         )
         .await?;
         let clickhouse = if archive {
-            self.clickhouse
-                .migrate()
-                .await
-                .with_context(|| format!("ClickHouse at {} (is it running? set CLICKHOUSE_URL)", self.clickhouse.url))?;
+            self.clickhouse.migrate().await.with_context(|| {
+                format!(
+                    "ClickHouse at {} (is it running? set CLICKHOUSE_URL)",
+                    self.clickhouse.url
+                )
+            })?;
             Some(self.clickhouse.clone())
         } else {
             None
@@ -218,7 +228,9 @@ async fn train_and_publish(
         let d = &o.decision;
         let against = d
             .champion_pr_auc
-            .map_or("no champion yet".to_string(), |c| format!("champion PR-AUC {c:.4} on the same holdout"));
+            .map_or("no champion yet".to_string(), |c| {
+                format!("champion PR-AUC {c:.4} on the same holdout")
+            });
         match &o.record {
             Some(r) => println!(
                 "gate: candidate {:.4} vs {against} → published {} v{} as {}",
@@ -235,7 +247,9 @@ async fn train_and_publish(
     }
     let ctx = ReportContext {
         model_name: publisher.map_or("paysim", |p| p.model_name.as_str()),
-        version: outcome.as_ref().and_then(|o| o.record.as_ref().map(|r| r.version)),
+        version: outcome
+            .as_ref()
+            .and_then(|o| o.record.as_ref().map(|r| r.version)),
         source,
         gate: outcome.as_ref().map(|o| &o.decision),
     };
@@ -289,7 +303,11 @@ async fn main() -> Result<()> {
             until,
         } => {
             let publisher = target.publisher(&training, true).await?;
-            let sel = Selection { limit, since, until };
+            let sel = Selection {
+                limit,
+                since,
+                until,
+            };
             let started = Instant::now();
             let ex = examples_from_clickhouse(&target.clickhouse, &sel).await?;
             println!(
@@ -298,7 +316,11 @@ async fn main() -> Result<()> {
                 ex.labels.iter().filter(|l| **l > 0.5).count(),
                 started.elapsed().as_secs_f64()
             );
-            let source = format!("ClickHouse {}.labelled_transactions, newest {} rows", target.clickhouse.database, ex.len());
+            let source = format!(
+                "ClickHouse {}.labelled_transactions, newest {} rows",
+                target.clickhouse.database,
+                ex.len()
+            );
             train_and_publish(&ex, &source, &training, Some(&publisher)).await?;
         }
         Command::Watch {
@@ -325,12 +347,30 @@ async fn main() -> Result<()> {
                 let cfg = WatchConfig::load_or_create(&config)?;
                 match count_labelled(&target.clickhouse).await {
                     Ok(count) if st.due(count, &cfg) => {
-                        println!("{} new labelled rows (min_rows {}): retraining on the newest {}", count - st.last_count, cfg.min_rows, cfg.limit);
-                        let ex = examples_from_clickhouse(&target.clickhouse, &Selection { limit: cfg.limit, ..Selection::default() }).await?;
-                        let source = format!("ClickHouse {}.labelled_transactions, newest {} rows", target.clickhouse.database, ex.len());
+                        println!(
+                            "{} new labelled rows (min_rows {}): retraining on the newest {}",
+                            count - st.last_count,
+                            cfg.min_rows,
+                            cfg.limit
+                        );
+                        let ex = examples_from_clickhouse(
+                            &target.clickhouse,
+                            &Selection {
+                                limit: cfg.limit,
+                                ..Selection::default()
+                            },
+                        )
+                        .await?;
+                        let source = format!(
+                            "ClickHouse {}.labelled_transactions, newest {} rows",
+                            target.clickhouse.database,
+                            ex.len()
+                        );
                         match train_and_publish(&ex, &source, &training, Some(&publisher)).await {
                             Ok((_, outcome)) => {
-                                st.last_version = outcome.and_then(|o| o.record.map(|r| r.version)).or(st.last_version);
+                                st.last_version = outcome
+                                    .and_then(|o| o.record.map(|r| r.version))
+                                    .or(st.last_version);
                             }
                             // Too little data or no fraud yet: wait for more rather than exit.
                             Err(e) => eprintln!("training skipped: {e:#}"),
@@ -344,7 +384,9 @@ async fn main() -> Result<()> {
                         }
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "counting labelled rows failed; retrying next cycle"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "counting labelled rows failed; retrying next cycle")
+                    }
                 }
                 tokio::select! {
                     _ = &mut stop => break,
@@ -356,53 +398,113 @@ async fn main() -> Result<()> {
             let history = registry::history(&target.clickhouse, &target.model_name).await?;
             let records = trainer::read_models(&target.kafka, &target.models_topic).await?;
             let serving = |s| registry::serving(&records, &target.model_name, s).map(|r| r.version);
-            let (champion, challenger) = (serving(ModelStatus::Champion), serving(ModelStatus::Challenger));
-            println!("{:>7}  {:<10}  {:<19}  {:>7}  {:>7}  {:>9}  {:>10}  serving", "version", "status", "created (UTC)", "PR-AUC", "ROC-AUC", "threshold", "train rows");
+            let (champion, challenger) = (
+                serving(ModelStatus::Champion),
+                serving(ModelStatus::Challenger),
+            );
+            println!(
+                "{:>7}  {:<10}  {:<19}  {:>7}  {:>7}  {:>9}  {:>10}  serving",
+                "version",
+                "status",
+                "created (UTC)",
+                "PR-AUC",
+                "ROC-AUC",
+                "threshold",
+                "train rows"
+            );
             for r in registry::latest_per_version(&history) {
-                let now = if Some(r.version) == champion { "champion" } else if Some(r.version) == challenger { "challenger (shadow)" } else { "" };
+                let now = if Some(r.version) == champion {
+                    "champion"
+                } else if Some(r.version) == challenger {
+                    "challenger (shadow)"
+                } else {
+                    ""
+                };
                 println!(
                     "{:>7}  {:<10}  {:<19}  {:>7.4}  {:>7.4}  {:>9.4}  {:>10}  {now}",
-                    r.version, r.status, utc(r.created_at), r.pr_auc, r.roc_auc, r.threshold, r.train_rows
+                    r.version,
+                    r.status,
+                    utc(r.created_at),
+                    r.pr_auc,
+                    r.roc_auc,
+                    r.threshold,
+                    r.train_rows
                 );
             }
             if history.is_empty() {
-                println!("(no archived versions of {} in {})", target.model_name, target.clickhouse.database);
+                println!(
+                    "(no archived versions of {} in {})",
+                    target.model_name, target.clickhouse.database
+                );
             }
         }
         Command::Show { target, version } => {
             let history = registry::history(&target.clickhouse, &target.model_name).await?;
             let events: Vec<_> = history.iter().filter(|r| r.version == version).collect();
             let Some(latest) = events.last() else {
-                bail!("{} v{version} is not in the archive (see `trainer list`)", target.model_name);
+                bail!(
+                    "{} v{version} is not in the archive (see `trainer list`)",
+                    target.model_name
+                );
             };
-            println!("{} v{version}: {} (created {} UTC)", latest.model_name, latest.status, utc(latest.created_at));
-            println!("threshold {:.4}; training window {} .. {}", latest.threshold, latest.training_window_start, latest.training_window_end);
-            let metrics: serde_json::Value = serde_json::from_str(&latest.metrics_json).unwrap_or_default();
+            println!(
+                "{} v{version}: {} (created {} UTC)",
+                latest.model_name,
+                latest.status,
+                utc(latest.created_at)
+            );
+            println!(
+                "threshold {:.4}; training window {} .. {}",
+                latest.threshold, latest.training_window_start, latest.training_window_end
+            );
+            let metrics: serde_json::Value =
+                serde_json::from_str(&latest.metrics_json).unwrap_or_default();
             println!("metrics: {}", serde_json::to_string_pretty(&metrics)?);
-            println!("features ({}): {}", latest.feature_names.len(), latest.feature_names.join(", "));
+            println!(
+                "features ({}): {}",
+                latest.feature_names.len(),
+                latest.feature_names.join(", ")
+            );
             for e in events {
-                println!("  {} UTC  {:<12} as {}", utc(e.archived_at), e.event, e.status);
+                println!(
+                    "  {} UTC  {:<12} as {}",
+                    utc(e.archived_at),
+                    e.event,
+                    e.status
+                );
             }
         }
         Command::Promote { target, version } => {
             let history = registry::history(&target.clickhouse, &target.model_name).await?;
             let Some(row) = history.iter().rev().find(|r| r.version == version) else {
-                bail!("{} v{version} is not in the archive (see `trainer list`)", target.model_name);
+                bail!(
+                    "{} v{version} is not in the archive (see `trainer list`)",
+                    target.model_name
+                );
             };
             let record = row.to_record(ModelStatus::Champion);
             registry::send_record(&target.kafka, &target.models_topic, &record).await?;
             registry::archive(&target.clickhouse, &record, "promoted").await?;
-            println!("promoted {} v{version} to champion on {}", target.model_name, target.models_topic);
+            println!(
+                "promoted {} v{version} to champion on {}",
+                target.model_name, target.models_topic
+            );
         }
         Command::Rollback { target } => {
             let history = registry::history(&target.clickhouse, &target.model_name).await?;
             let Some(previous) = registry::previous_champion(&history) else {
-                bail!("{} has had only one champion: nothing to roll back to", target.model_name);
+                bail!(
+                    "{} has had only one champion: nothing to roll back to",
+                    target.model_name
+                );
             };
             let record = previous.to_record(ModelStatus::Champion);
             registry::send_record(&target.kafka, &target.models_topic, &record).await?;
             registry::archive(&target.clickhouse, &record, "rolled-back").await?;
-            println!("rolled back: {} v{} is champion again", target.model_name, record.version);
+            println!(
+                "rolled back: {} v{} is champion again",
+                target.model_name, record.version
+            );
         }
     }
     Ok(())
@@ -421,5 +523,10 @@ fn utc(secs: u32) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + (m <= 2) as i64;
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }

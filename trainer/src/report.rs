@@ -58,8 +58,11 @@ pub fn write(
     ))
 }
 
+/// Points (x, y) of a curve.
+pub type Curve = Vec<(f64, f64)>;
+
 /// (recall, precision) and (false positive rate, true positive rate) points, highest score first.
-pub fn curves(scores: &[f64], labels: &[bool]) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+pub fn curves(scores: &[f64], labels: &[bool]) -> (Curve, Curve) {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
     let pos = labels.iter().filter(|l| **l).count().max(1) as f64;
@@ -188,16 +191,19 @@ fn importance_chart(importance: &[(String, f64)]) -> String {
 pub fn html(t: &Trained, ctx: &ReportContext<'_>) -> String {
     let m = |k: &str| t.metrics.get(k).copied().unwrap_or(f64::NAN);
     let (pr, roc) = curves(&t.holdout_scores, &t.holdout_labels);
-    let version = ctx.version.map_or("(not published)".to_string(), |v| format!("v{v}"));
-    let gate = match ctx.gate {
-        Some(g) => format!(
+    let version = ctx
+        .version
+        .map_or("(not published)".to_string(), |v| format!("v{v}"));
+    let gate =
+        match ctx.gate {
+            Some(g) => format!(
             "<p>Gate: candidate PR-AUC {:.4} vs champion {} on the same holdout → <b>{}</b></p>",
             g.candidate_pr_auc,
             g.champion_pr_auc.map_or("(none)".into(), |c| format!("{c:.4}")),
             if g.promote { "champion" } else { "not promoted" }
         ),
-        None => String::new(),
-    };
+            None => String::new(),
+        };
     format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>fraudstream model {name} {version}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}figure{{display:inline-block;margin:0 1em 1em 0}}
@@ -228,7 +234,12 @@ figcaption{{font-weight:600;margin-bottom:.3em}}table{{border-collapse:collapse}
         fp = m("fp"),
         tn = m("tn"),
         pr_chart = line_chart("Precision-recall (holdout)", "recall", "precision", &pr),
-        roc_chart = line_chart("ROC (holdout)", "false positive rate", "true positive rate", &roc),
+        roc_chart = line_chart(
+            "ROC (holdout)",
+            "false positive rate",
+            "true positive rate",
+            &roc
+        ),
         hist = histogram(&t.holdout_scores, &t.holdout_labels),
         imp = importance_chart(&t.importance),
     )

@@ -127,7 +127,10 @@ mod tests {
         assert_eq!(created, WatchConfig::default());
         std::fs::write(&path, "{\"min_rows\": \"many\"}").unwrap();
         let err = WatchConfig::load_or_create(&path).unwrap_err().to_string();
-        assert!(err.contains("watch.json") && err.contains("min_rows"), "{err}");
+        assert!(
+            err.contains("watch.json") && err.contains("min_rows"),
+            "{err}"
+        );
         let state = WatchState {
             last_count: 7,
             last_version: Some(3),

@@ -28,7 +28,10 @@ fn simulate(dir: &Path, rows: u64) -> std::path::PathBuf {
 async fn land(ch: &ClickHouseArgs, csv: &Path, from: u64, to: u64) {
     let mut reader = CsvReader::open(csv).unwrap();
     let client = ch.client();
-    let mut txs = client.insert::<TransactionRow>("transactions").await.unwrap();
+    let mut txs = client
+        .insert::<TransactionRow>("transactions")
+        .await
+        .unwrap();
     let mut labels = client.insert::<LabelRow>("labels").await.unwrap();
     let mut i = 0u64;
     while let Some((line, row)) = reader.next_row().unwrap() {
@@ -59,7 +62,12 @@ async fn land(ch: &ClickHouseArgs, csv: &Path, from: u64, to: u64) {
             .await
             .unwrap();
             labels
-                .write(&LabelRow { transaction_id: id, is_fraud: r.is_fraud as u8, labelled_at: t + 86_400, labelled_ms: 0 })
+                .write(&LabelRow {
+                    transaction_id: id,
+                    is_fraud: r.is_fraud as u8,
+                    labelled_at: t + 86_400,
+                    labelled_ms: 0,
+                })
                 .await
                 .unwrap();
         }
@@ -72,8 +80,18 @@ async fn land(ch: &ClickHouseArgs, csv: &Path, from: u64, to: u64) {
 fn trainer_cmd(kafka: &KafkaArgs, ch: &ClickHouseArgs, topic: &str, sub: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_trainer"));
     c.arg(sub)
-        .args(["--brokers", &kafka.brokers, "--schema-registry", &kafka.schema_registry])
-        .args(["--clickhouse-url", &ch.url, "--clickhouse-database", &ch.database])
+        .args([
+            "--brokers",
+            &kafka.brokers,
+            "--schema-registry",
+            &kafka.schema_registry,
+        ])
+        .args([
+            "--clickhouse-url",
+            &ch.url,
+            "--clickhouse-database",
+            &ch.database,
+        ])
         .args(["--models-topic", topic])
         .env("RUST_LOG", "warn");
     c
@@ -89,7 +107,13 @@ async fn bootstrap_watch_gate_and_rollback() {
     let name = unique_name("trainer_life");
     let ch = local_clickhouse(&name);
     let topic = format!("{name}_models");
-    ensure_topics(&kafka.admin().unwrap(), &[TopicSpec::new(&topic, 1).compacted()], 1).await.unwrap();
+    ensure_topics(
+        &kafka.admin().unwrap(),
+        &[TopicSpec::new(&topic, 1).compacted()],
+        1,
+    )
+    .await
+    .unwrap();
     ch.migrate().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let csv = simulate(dir.path(), 400_000);
@@ -97,7 +121,10 @@ async fn bootstrap_watch_gate_and_rollback() {
     // 1. Bootstrap from the CSV: published as champion v1 and archived; the scorer's loader takes it.
     let (ex, bad) = examples_from_csv(&csv).unwrap();
     assert_eq!(bad, 0);
-    let params = TrainParams { max_rounds: 60, ..TrainParams::default() };
+    let params = TrainParams {
+        max_rounds: 60,
+        ..TrainParams::default()
+    };
     let good = train(&ex, &params).unwrap();
     assert!(good.metrics["pr_auc"] > 0.9, "{:?}", good.metrics);
     let publisher = Publisher {
@@ -113,21 +140,35 @@ async fn bootstrap_watch_gate_and_rollback() {
     let v1 = first.record.unwrap();
     assert_eq!((v1.version, v1.status), (1, ModelStatus::Champion));
     let records = read_models(&kafka, &topic).await.unwrap();
-    let loaded = LoadedModel::from_record(&serving(&records, "paysim", ModelStatus::Champion).unwrap()).unwrap();
+    let loaded =
+        LoadedModel::from_record(&serving(&records, "paysim", ModelStatus::Champion).unwrap())
+            .unwrap();
     let (rows, _) = ex.slice(0, 100);
     assert_eq!(loaded.predict(rows).unwrap().len(), 100);
 
-    // 2. A worse model (3 trees on a tenth of the data) is not promoted: it becomes a challenger
-    //    and the champion keeps serving.
-    let mut small = trainer::Examples::default();
-    let n = ex.len() / 10;
-    small.rows = ex.rows[ex.rows.len() - n * fraudstream_common::features::N_FEATURES..].to_vec();
-    small.labels = ex.labels[ex.labels.len() - n..].to_vec();
-    let worse = train(&small, &TrainParams { max_rounds: 1, num_leaves: 2, ..TrainParams::default() }).unwrap();
+    // 2. A worse model (trained on labels shifted against their rows, so it learnt noise) is not
+    //    promoted: it becomes a challenger and the champion keeps serving.
+    let mut noisy = trainer::Examples {
+        rows: ex.rows.clone(),
+        labels: ex.labels.clone(),
+        ..Default::default()
+    };
+    noisy.labels.rotate_left(7919);
+    let worse = train(
+        &noisy,
+        &TrainParams {
+            max_rounds: 5,
+            ..TrainParams::default()
+        },
+    )
+    .unwrap();
     let outcome = publisher.gate_and_publish(&worse, &ex).await.unwrap();
     assert!(!outcome.decision.promote, "{:?}", outcome.decision);
     assert!(outcome.decision.champion_pr_auc.unwrap() > outcome.decision.candidate_pr_auc);
-    assert_eq!(outcome.record.as_ref().map(|r| (r.version, r.status)), Some((2, ModelStatus::Challenger)));
+    assert_eq!(
+        outcome.record.as_ref().map(|r| (r.version, r.status)),
+        Some((2, ModelStatus::Challenger))
+    );
     let records = read_models(&kafka, &topic).await.unwrap();
     assert_eq!(champion_version(&records), Some(1));
 
@@ -136,9 +177,18 @@ async fn bootstrap_watch_gate_and_rollback() {
     land(&ch, &csv, 0, 300_000).await;
     let config = dir.path().join("watch.json");
     let state = dir.path().join("state.json");
-    std::fs::write(&config, r#"{"min_rows": 1000000000, "limit": 300000, "poll_seconds": 0.3}"#).unwrap();
+    std::fs::write(
+        &config,
+        r#"{"min_rows": 1000000000, "limit": 300000, "poll_seconds": 0.3}"#,
+    )
+    .unwrap();
     let mut watch = trainer_cmd(&kafka, &ch, &topic, "watch")
-        .args(["--config", config.to_str().unwrap(), "--state", state.to_str().unwrap()])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ])
         .args(["--max-trainings", "1", "--max-rounds", "40", "--force"])
         .args(["--report", dir.path().join("report").to_str().unwrap()])
         .spawn()
@@ -146,36 +196,64 @@ async fn bootstrap_watch_gate_and_rollback() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(watch.try_wait().unwrap().is_none(), "watch exited early");
     assert!(!state.exists(), "trained although min_rows was not reached");
-    std::fs::write(&config, r#"{"min_rows": 100000, "limit": 300000, "poll_seconds": 0.3}"#).unwrap();
+    std::fs::write(
+        &config,
+        r#"{"min_rows": 100000, "limit": 300000, "poll_seconds": 0.3}"#,
+    )
+    .unwrap();
     let started = Instant::now();
     let status = loop {
         if let Some(s) = watch.try_wait().unwrap() {
             break s;
         }
-        assert!(started.elapsed() < Duration::from_secs(180), "watch did not retrain");
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "watch did not retrain"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(status.success());
-    let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     assert_eq!(st["last_count"], 300_000);
     assert_eq!(st["last_version"], 3);
     let records = read_models(&kafka, &topic).await.unwrap();
-    assert_eq!(champion_version(&records), Some(3), "--force published v3 as champion");
+    assert_eq!(
+        champion_version(&records),
+        Some(3),
+        "--force published v3 as champion"
+    );
     let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("Precision-recall"));
 
     // 4. rollback: v1 (the champion before v3) serves again, and the archive says so.
-    let out = trainer_cmd(&kafka, &ch, &topic, "rollback").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = trainer_cmd(&kafka, &ch, &topic, "rollback")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let records = read_models(&kafka, &topic).await.unwrap();
     let champion = serving(&records, "paysim", ModelStatus::Champion).unwrap();
     assert_eq!(champion.version, 1);
-    assert!(LoadedModel::from_record(&champion).is_ok(), "the republished v1 loads");
+    assert!(
+        LoadedModel::from_record(&champion).is_ok(),
+        "the republished v1 loads"
+    );
     let history = registry::history(&ch, "paysim").await.unwrap();
-    assert_eq!(history.last().map(|r| (r.version, r.event.as_str())), Some((1, "rolled-back")));
+    assert_eq!(
+        history.last().map(|r| (r.version, r.event.as_str())),
+        Some((1, "rolled-back"))
+    );
     let list = trainer_cmd(&kafka, &ch, &topic, "list").output().unwrap();
     let list = String::from_utf8_lossy(&list.stdout);
     assert_eq!(list.lines().count(), 4, "header + 3 versions:\n{list}");
 
-    let _ = ch.server_client().query(&format!("DROP DATABASE {}", ch.database)).execute().await;
+    let _ = ch
+        .server_client()
+        .query(&format!("DROP DATABASE {}", ch.database))
+        .execute()
+        .await;
 }

@@ -36,13 +36,15 @@ impl Names {
             .iter()
             .map(|t| TopicSpec::new(t, 6))
             .collect();
-        ensure_topics(&kafka.admin().unwrap(), &specs, 1).await.unwrap();
+        ensure_topics(&kafka.admin().unwrap(), &specs, 1)
+            .await
+            .unwrap();
     }
 }
 
 /// The `i`-th test prediction: id `tx-<i>`, every 100th an alert with reasons.
 pub fn prediction(i: u64) -> Prediction {
-    let alert = i % 100 == 0;
+    let alert = i.is_multiple_of(100);
     Prediction {
         transaction_id: format!("tx-{i:07}"),
         name_orig: format!("C{}", i % 50_000),
@@ -55,8 +57,8 @@ pub fn prediction(i: u64) -> Prediction {
         threshold: 0.95,
         model_name: "paysim".into(),
         model_version: 1 + (i % 2) as i32,
-        challenger_score: (i % 3 == 0).then_some(0.1),
-        challenger_version: (i % 3 == 0).then_some(3),
+        challenger_score: i.is_multiple_of(3).then_some(0.1),
+        challenger_version: i.is_multiple_of(3).then_some(3),
         top_reasons: if alert {
             vec![Reason {
                 feature: "error_balance_orig".into(),
@@ -89,7 +91,9 @@ pub async fn publish_predictions(
         .unwrap()
         .create()
         .unwrap();
-    let every = if garbage > 0 { (range.end - range.start) / garbage } else { u64::MAX };
+    let every = (range.end - range.start)
+        .checked_div(garbage)
+        .unwrap_or(u64::MAX);
     let started = Instant::now();
     let first = range.start;
     for i in range {
@@ -97,7 +101,12 @@ pub async fn publish_predictions(
         let payload = Codec::encode_with_id(id, &p).unwrap();
         send(&producer, topic, &p.name_orig, &payload);
         if (i - first) % every == every / 2 {
-            send(&producer, topic, "garbage", b"\x00\x00\x00\x00\x07not avro at all");
+            send(
+                &producer,
+                topic,
+                "garbage",
+                b"\x00\x00\x00\x00\x07not avro at all",
+            );
         }
         if rate > 0 && i % 1000 == 0 {
             let due = Duration::from_secs_f64((i - first) as f64 / rate as f64);
@@ -109,7 +118,12 @@ pub async fn publish_predictions(
     producer.flush(Duration::from_secs(60)).unwrap();
 }
 
-fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, payload: &[u8]) {
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+) {
     let mut record = BaseRecord::to(topic).key(key).payload(payload);
     loop {
         match producer.send(record) {
@@ -125,11 +139,40 @@ fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &
 /// The sink binary on the test's topics and database.
 pub fn sink(kafka: &KafkaArgs, ch: &ClickHouseArgs, n: &Names, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sink"))
-        .args(["--brokers", &kafka.brokers, "--schema-registry", &kafka.schema_registry])
-        .args(["--clickhouse-url", &ch.url, "--clickhouse-database", &ch.database])
-        .args(["--transactions-topic", &n.transactions, "--predictions-topic", &n.predictions])
-        .args(["--labels-topic", &n.labels, "--dlq-topic", &n.dlq, "--group", &n.group])
-        .args(["--metrics-addr", "127.0.0.1:0", "--batch-rows", "20000", "--batch-ms", "200"])
+        .args([
+            "--brokers",
+            &kafka.brokers,
+            "--schema-registry",
+            &kafka.schema_registry,
+        ])
+        .args([
+            "--clickhouse-url",
+            &ch.url,
+            "--clickhouse-database",
+            &ch.database,
+        ])
+        .args([
+            "--transactions-topic",
+            &n.transactions,
+            "--predictions-topic",
+            &n.predictions,
+        ])
+        .args([
+            "--labels-topic",
+            &n.labels,
+            "--dlq-topic",
+            &n.dlq,
+            "--group",
+            &n.group,
+        ])
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--batch-rows",
+            "20000",
+            "--batch-ms",
+            "200",
+        ])
         .args(["--max-backoff-ms", "1000"])
         .args(extra)
         .env("RUST_LOG", "warn")
@@ -191,4 +234,29 @@ pub async fn drop_database(ch: &ClickHouseArgs) {
         .query(&format!("DROP DATABASE IF EXISTS {}", ch.database))
         .execute()
         .await;
+}
+
+/// Labels for predictions `range`: the alerts (every 100th) are fraud, and so is every 1000th + 1
+/// (a fraud the model missed).
+pub async fn publish_labels(kafka: &KafkaArgs, topic: &str, range: std::ops::Range<u64>) {
+    let codec = Codec::new(&kafka.schema_registry);
+    let id = codec
+        .schema_id::<fraudstream_schemas::Label>(topic)
+        .await
+        .unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = kafka
+        .client_config_with(&[("linger.ms", "20")])
+        .unwrap()
+        .create()
+        .unwrap();
+    for i in range {
+        let label = fraudstream_schemas::Label {
+            transaction_id: prediction(i).transaction_id,
+            is_fraud: i % 100 == 0 || i % 1000 == 1,
+            labelled_at: 1_700_000_500_000 + i as i64,
+        };
+        let payload = Codec::encode_with_id(id, &label).unwrap();
+        send(&producer, topic, &label.transaction_id, &payload);
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
 }
