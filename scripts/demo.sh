@@ -1,74 +1,112 @@
 #!/usr/bin/env bash
-# make demo: the pipeline on the local services (deploy/local), end to end, then a summary.
-# Today: simulate PaySim data → split by time → train and publish a model → two scorers in one
-# consumer group → publish the stream → a model published mid-stream is hot-swapped → summary.
-# The sink (ClickHouse) and the trainer's retraining join this script as they land.
-# --keep leaves the scorers running.
+# make demo: the whole pipeline on the local services (deploy/local), then a summary.
+#   simulate PaySim data → split by time → bootstrap a model → 2 scorers + the sink + trainer watch
+#   → publish the stream with late labels → the trainer retrains from ClickHouse and the scorers
+#   hot-swap → every transaction checked in ClickHouse → summary.
+# It stops what it started; --keep leaves the services of the pipeline running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEEP=false; [ "${1:-}" = "--keep" ] && KEEP=true
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fraudstream/target}"
 ROWS="${DEMO_ROWS:-2000000}"
+RATE="${DEMO_RATE:-10000}"
 DATA="${DEMO_DIR:-$HOME/.cache/fraudstream/demo}"
 . deploy/local/env.sh
 export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 export SCHEMA_REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
+export CLICKHOUSE_URL="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT" CLICKHOUSE_DATABASE="demo"
 RUN="demo-$(date +%s)"
 export FRAUDSTREAM_TRANSACTIONS_TOPIC="$RUN-transactions" FRAUDSTREAM_LABELS_TOPIC="$RUN-labels"
 export FRAUDSTREAM_PREDICTIONS_TOPIC="$RUN-predictions" FRAUDSTREAM_ALERTS_TOPIC="$RUN-fraud-alerts"
-export FRAUDSTREAM_DLQ_TOPIC="$RUN-transactions-dlq" FRAUDSTREAM_MODELS_TOPIC="$RUN-models"
+export FRAUDSTREAM_DLQ_TOPIC="$RUN-transactions-dlq" FRAUDSTREAM_SINK_DLQ_TOPIC="$RUN-predictions-dlq"
+export FRAUDSTREAM_MODELS_TOPIC="$RUN-models" RUST_LOG="${RUST_LOG:-warn}"
 mkdir -p "$DATA"
 pids=()
-stop_scorers() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done; }
-$KEEP || trap stop_scorers EXIT
+stop_all() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+$KEEP || trap stop_all EXIT
+sql() { curl -sf "$CLICKHOUSE_URL/?database=$CLICKHOUSE_DATABASE" --data-binary "$1"; }
+metric() { curl -s "127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
+sum_metric() { local s=0 v; for port in 9111 9112; do v=$(metric "$port" "$1"); s=$((s + ${v%.*})); done; echo "$s"; }
+started=$(date +%s)
 
 echo "== building (release)"
-cargo build -q --release -p producer -p scorer -p trainer
+cargo build -q --release -p producer -p scorer -p sink -p trainer
 BIN="$CARGO_TARGET_DIR/release"
 
-echo "== 1. simulate $ROWS PaySim-like rows"
-"$BIN/producer" simulate --rows "$ROWS" --seed 42 --out "$DATA/paysim.csv" --stats
-echo
-echo "== 2. split by time: 90% historical (training), 10% stream"
-"$BIN/producer" split --input "$DATA/paysim.csv" --ratio 0.9 --out-dir "$DATA"
-echo
-echo "== 3. train the first model on the historical part and publish it"
-"$BIN/trainer" bootstrap --csv "$DATA/historical.csv" --out "$DATA/model-v1.txt"
-echo
-echo "== 4. two scorers in one consumer group"
+echo "== 1. simulate $ROWS PaySim-like rows, split by time: 90% historical (training), 10% stream"
+"$BIN/producer" simulate --rows "$ROWS" --seed 42 --out "$DATA/paysim.csv" | tail -1
+"$BIN/producer" split --input "$DATA/paysim.csv" --ratio 0.9 --out-dir "$DATA" | tail -1
+STREAM_ROWS=$(($(wc -l <"$DATA/stream.csv") - 1))
+
+echo "== 2. ClickHouse database '$CLICKHOUSE_DATABASE' (fresh), first model from the historical part"
+curl -sf "$CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS $CLICKHOUSE_DATABASE" >/dev/null
+"$BIN/trainer" bootstrap --csv "$DATA/historical.csv" --out "$DATA/model-v1.txt" --report "$DATA/reports/v1" --max-rounds 100 | grep -E 'trained|gate|report'
+
+echo "== 3. two scorers (one consumer group), the sink, and the trainer watching ClickHouse"
 for i in 1 2; do
-  "$BIN/scorer" --instance-id "$RUN-scorer-$i" --group "$RUN-scorer" --metrics-addr "127.0.0.1:$((9110 + i))" \
-    >"$DATA/scorer-$i.log" 2>&1 &
+  "$BIN/scorer" --instance-id "$RUN-scorer-$i" --group "$RUN-scorer" --metrics-addr "127.0.0.1:911$i" >"$DATA/scorer-$i.log" 2>&1 &
   pids+=($!)
 done
-for i in 1 2; do
-  for _ in $(seq 1 60); do curl -sf "127.0.0.1:$((9110 + i))/health" >/dev/null && break; sleep 0.5; done
+"$BIN/sink" --group "$RUN-sink" --metrics-addr 127.0.0.1:9113 --batch-ms 500 >"$DATA/sink.log" 2>&1 &
+pids+=($!)
+# Retrain once 40k new labelled rows are in ClickHouse (this file is re-read every cycle: edit it
+# while the demo runs to change the thresholds).
+echo '{"min_rows": 40000, "limit": 1000000, "poll_seconds": 1}' >"$DATA/trainer-watch.json"
+rm -f "$DATA/trainer-state.json"
+"$BIN/trainer" watch --config "$DATA/trainer-watch.json" --state "$DATA/trainer-state.json" \
+  --report "$DATA/reports/latest" --max-rounds 100 --tolerance 0.005 >"$DATA/trainer.log" 2>&1 &
+trainer_pid=$!
+pids+=($trainer_pid)
+for port in 9111 9112 9113; do
+  for _ in $(seq 1 120); do curl -sf "127.0.0.1:$port/health" >/dev/null && break; sleep 0.5; done
 done
-echo "   ready: $(curl -s 127.0.0.1:9111/health)"
-echo
-echo "== 5. publish the stream part at 20k tx/s (labels 24 PaySim steps later); retrain mid-stream"
-"$BIN/producer" publish --input "$DATA/stream.csv" --id-prefix "$RUN" --rate 20000 --label-delay 24steps &
-pub=$!
-sleep 3
-"$BIN/trainer" bootstrap --csv "$DATA/historical.csv" --out "$DATA/model-v2.txt" --target-precision 0.95 | tail -1
-wait "$pub"
-sleep 3
+echo "   scorer: $(curl -s 127.0.0.1:9111/health)   sink: $(curl -s 127.0.0.1:9113/health)"
 
-metric() { curl -s "127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
-sum_metric() { echo $(( $(metric 9111 "$1" | cut -d. -f1) + $(metric 9112 "$1" | cut -d. -f1) )); }
+echo "== 4. publish the stream part ($STREAM_ROWS transactions) at $RATE tx/s; each label 5 s after its transaction"
+"$BIN/producer" publish --input "$DATA/stream.csv" --id-prefix "$RUN" --rate "$RATE" --label-delay 5s | tail -2
+
+echo "== 5. waiting until ClickHouse holds every transaction, prediction and label"
+for _ in $(seq 1 240); do
+  counts=$(sql "SELECT (SELECT count() FROM transactions FINAL), (SELECT count() FROM predictions FINAL), (SELECT count() FROM labels FINAL) FORMAT TSV" || echo "0	0	0")
+  read -r tx pred lab <<<"$counts"
+  [ "$tx" -ge "$STREAM_ROWS" ] && [ "$pred" -ge "$STREAM_ROWS" ] && [ "$lab" -ge "$STREAM_ROWS" ] && break
+  sleep 0.5
+done
+echo "   transactions $tx, predictions $pred, labels $lab (of $STREAM_ROWS)"
+# The trainer stops first, so the summary's model list is final.
+$KEEP || { kill -TERM "$trainer_pid" 2>/dev/null; wait "$trainer_pid" 2>/dev/null || true; }
+
 echo
-echo "== summary"
-echo "  transactions scored:  $(sum_metric scorer_records_in_total)"
-echo "  predictions:          $(sum_metric scorer_predictions_out_total)"
-echo "  alerts:               $(sum_metric scorer_alerts_total)"
-echo "  dead letters:         $(sum_metric scorer_dlq_total)"
-echo "  model swaps:          $(sum_metric scorer_model_swaps_total) (champion now v$(metric 9111 'scorer_model_version{role="champion"}'))"
-echo "  transactions committed / aborted: $(sum_metric scorer_transactions_committed_total) / $(sum_metric scorer_transactions_aborted_total)"
-echo "  fraud in the stream part: $(awk -F, 'NR > 1 && $10 == 1' "$DATA/stream.csv" | wc -l)"
+echo "== summary ($(($(date +%s) - started)) s)"
+sql "SELECT
+  count() AS predictions, uniqExact(transaction_id) AS distinct_ids, sum(is_alert) AS alerts,
+  sum(is_alert * is_fraud) AS true_alerts, sum(is_alert * (1 - is_fraud)) AS false_alerts,
+  sum((1 - is_alert) * is_fraud) AS missed_fraud,
+  round(sum(is_alert * is_fraud) / greatest(sum(is_alert), 1), 4) AS precision,
+  round(sum(is_alert * is_fraud) / greatest(sum(is_fraud), 1), 4) AS recall
+FROM predictions_labelled FORMAT Vertical" | sed 's/^/  /'
+echo "  predictions by model version:"
+sql "SELECT concat('v', toString(model_version)) AS version, count() AS predictions, sum(is_alert) AS alerts,
+  countIf(isNotNull(challenger_score)) AS shadow_scored FROM predictions FINAL GROUP BY version ORDER BY version FORMAT PrettyCompactMonoBlock" | sed 's/^/    /'
+echo "  event → prediction latency (scored_at - event_time), p50 / p99: $(sql "SELECT arrayStringConcat(arrayMap(x -> concat(toString(round(x)), ' ms'), quantiles(0.5, 0.99)(latency_ms)), ' / ') FROM predictions FINAL")"
+echo "  scorers: $(sum_metric scorer_records_in_total) transactions scored, $(sum_metric scorer_model_swaps_total) model swaps, $(sum_metric scorer_transactions_committed_total) Kafka transactions committed / $(sum_metric scorer_transactions_aborted_total) aborted, $(sum_metric scorer_dlq_total) dead letters"
+echo "  sink: $(metric 9113 sink_batches_total) batches, $(metric 9113 sink_insert_retries_total) insert retries, $(metric 9113 sink_dlq_total) dead letters"
+echo "  trainer: $(grep -c '^trained' "$DATA/trainer.log" || true) retraining(s) from ClickHouse; state $(tr -d ' \n' <"$DATA/trainer-state.json" 2>/dev/null || echo none)"
+echo "  model versions (trainer list):"
+"$BIN/trainer" list | sed 's/^/    /'
+echo "  reports: $DATA/reports/v1.html, $DATA/reports/latest.html"
+
 echo
 echo "== look inside"
-echo "  kcat -b $KAFKA_BROKERS -C -t $FRAUDSTREAM_ALERTS_TOPIC -c 3 -f 'key=%k partition=%p offset=%o %S bytes\\n'"
-echo "  curl -s 127.0.0.1:9111/metrics | grep ^scorer_"
-echo "  deploy/local/kafka-topics.sh --describe --topic $FRAUDSTREAM_MODELS_TOPIC"
-$KEEP && echo "  (--keep: scorers still running, pids ${pids[*]})"
-echo "demo: done (ClickHouse sink, precision/recall against labels and retraining from ClickHouse arrive with issues 5-7)"
+echo "  kcat -b $KAFKA_BROKERS -C -t $FRAUDSTREAM_ALERTS_TOPIC -c 3 -e -f 'key=%k partition=%p offset=%o %S bytes\\n'"
+echo "  curl -s '$CLICKHOUSE_URL/?database=demo' --data-binary 'SELECT transaction_id, score, reason_features FROM predictions FINAL WHERE is_alert LIMIT 5'"
+echo "  curl -s 127.0.0.1:9111/metrics | grep ^scorer_      (while running: make demo DEMO_ARGS=--keep)"
+echo "  $BIN/trainer list    $BIN/trainer show 1    (with CLICKHOUSE_DATABASE=demo FRAUDSTREAM_MODELS_TOPIC=$FRAUDSTREAM_MODELS_TOPIC)"
+$KEEP && echo "  (--keep: scorers, sink and trainer still running: kill ${pids[*]})"
+if [ "$pred" -lt "$STREAM_ROWS" ] || [ "$tx" -lt "$STREAM_ROWS" ] || [ "$lab" -lt "$STREAM_ROWS" ]; then
+  echo "demo: FAILED — not everything landed in ClickHouse (logs in $DATA)"; exit 1
+fi
+echo "demo: done"

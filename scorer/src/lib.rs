@@ -228,6 +228,8 @@ pub async fn run(
     ensure_topics(
         &cfg.kafka.admin()?,
         &[
+            // The input too: a subscription to a missing topic idles until a metadata refresh.
+            TopicSpec::new(&cfg.input_topic, cfg.partitions),
             TopicSpec::new(&cfg.predictions_topic, cfg.partitions),
             TopicSpec::new(&cfg.alerts_topic, cfg.partitions),
             TopicSpec::new(&cfg.dlq_topic, cfg.partitions),

@@ -74,7 +74,7 @@ pub struct SinkConfig {
     pub batch_age: Duration,
     /// Longest wait between two insert attempts while ClickHouse is failing.
     pub max_backoff: Duration,
-    /// Partitions of the DLQ topic if the sink creates it.
+    /// Partitions of the topics the sink creates if they are missing.
     pub partitions: i32,
     /// Stop cleanly once this many rows were committed (benchmarks and tests).
     pub stop_after: Option<u64>,
@@ -178,9 +178,16 @@ pub async fn run(
 ) -> Result<SinkSummary, SinkError> {
     health.set_unready("applying ClickHouse migrations");
     migrate_with_retry(&cfg.clickhouse, &health, &metrics, stop.clone()).await?;
+    // The inputs too: a consumer subscribed to a topic that does not exist yet only notices it
+    // at the next metadata refresh (minutes), so a sink started before the producer would idle.
     ensure_topics(
         &cfg.kafka.admin()?,
-        &[TopicSpec::new(&cfg.dlq_topic, cfg.partitions)],
+        &[
+            TopicSpec::new(&cfg.transactions_topic, cfg.partitions),
+            TopicSpec::new(&cfg.predictions_topic, cfg.partitions),
+            TopicSpec::new(&cfg.labels_topic, cfg.partitions),
+            TopicSpec::new(&cfg.dlq_topic, cfg.partitions),
+        ],
         1,
     )
     .await?;

@@ -51,7 +51,7 @@ struct Cli {
     /// Longest wait between insert attempts while ClickHouse fails (ms); backoff doubles up to it.
     #[arg(long, env = "FRAUDSTREAM_MAX_BACKOFF_MS", default_value_t = 5000)]
     max_backoff_ms: u64,
-    /// Partitions of the DLQ topic if the sink creates it.
+    /// Partitions of the topics the sink creates if they are missing (inputs and DLQ).
     #[arg(long, env = "FRAUDSTREAM_PARTITIONS", default_value_t = 6)]
     partitions: i32,
     /// Stop cleanly once this many rows were committed (benchmarks).
