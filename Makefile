@@ -12,7 +12,7 @@ LOCAL := deploy/local
 deps: ## install build prerequisites (CMake >= 3.28, libclang) if missing
 	@scripts/build-deps.sh
 
-.PHONY: help deps services services-down test lint fmt build demo bench up down logs reset
+.PHONY: help deps services services-down test faults lint fmt build demo bench up down logs reset
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -27,15 +27,19 @@ build: deps ## build every binary (release)
 	$(CARGO) build --release --workspace
 
 # One profile for everything (release): tests, demo and bench share one build of the dependencies.
-test: deps services ## run every unit and integration test against the local services
+test: deps services ## every unit and integration test, then the short fault suite, against the local services
 	@mkdir -p $(CARGO_TARGET_DIR); start=$$(date +%s); \
 	$(CARGO) test --release --workspace --no-fail-fast 2>&1 | tee $(CARGO_TARGET_DIR)/test.log; rc=$${PIPESTATUS[0]}; \
+	FAULTS_N=$${FAULTS_N:-30000} scripts/faults.sh 2>&1 | tee -a $(CARGO_TARGET_DIR)/test.log; frc=$${PIPESTATUS[0]}; \
 	passed=$$(grep -Eo '[0-9]+ passed' $(CARGO_TARGET_DIR)/test.log | awk '{s+=$$1} END {print s+0}'); \
 	failed=$$(grep -Eo '[0-9]+ failed' $(CARGO_TARGET_DIR)/test.log | awk '{s+=$$1} END {print s+0}'); \
 	deploy/local/kafka-topics.sh --delete --topic '.*_[0-9]+_[0-9]+_[0-9]+.*' >/dev/null 2>&1 || true; \
 	echo "tests took $$(( $$(date +%s) - start ))s (log: $(CARGO_TARGET_DIR)/test.log)"; \
 	echo "fraudstream: $$passed passed, $$failed failed"; \
-	exit $$rc
+	[ $$rc -eq 0 ] && [ $$frc -eq 0 ]
+
+faults: deps services ## the fault suite: 9 scenarios, 200k transactions each (bench/results/faults.md)
+	@scripts/faults.sh
 
 lint: deps ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all --check

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# make faults: each scenario streams transactions through producer → 2 scorers → sink → ClickHouse,
+# injects one fault mid-stream, and checks that ClickHouse ends with exactly one prediction per
+# produced transaction, and that the committed predictions topic holds no duplicate.
+#   FAULTS_N       transactions per scenario (default 200000; `make test` runs 30000)
+#   FAULTS_RATE    publish rate, tx/s (default 20000)
+#   FAULTS_ONLY    run only these scenarios (space separated names)
+# Prints a markdown table (also bench/results/faults.md) and exits non-zero on any loss/duplicate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${FAULTS_N:-200000}"
+RATE="${FAULTS_RATE:-20000}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fraudstream/target}"
+cargo build -q --release -p producer -p scorer -p sink -p trainer --bins --examples
+BIN="$CARGO_TARGET_DIR/release"
+TOOLS="$BIN/examples/fault_tools"
+. deploy/local/env.sh
+export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" SCHEMA_REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
+CH="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
+export RUST_LOG=error
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/fraudstream-faults.XXXXXX")"
+ID="$(date +%s)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  deploy/local/kafka-topics.sh --delete --topic "faults-.*-$ID-.*" >/dev/null 2>&1 || true
+  for db in $(curl -sf "$CH/" --data-binary "SELECT name FROM system.databases WHERE name LIKE 'faults_%_$ID'" 2>/dev/null); do
+    curl -sf "$CH/" --data-binary "DROP DATABASE $db" >/dev/null 2>&1 || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+log() { echo "  $*" >&2; }
+sql() { curl -sf "$CH/?database=$DB" --data-binary "$1"; }
+
+# Data and one model for every scenario (served with --model, so no scenario depends on another).
+"$BIN/producer" simulate --rows 1500000 --seed 7 --out "$WORK/paysim.csv" >/dev/null
+"$BIN/producer" split --input "$WORK/paysim.csv" --ratio 0.8 --out-dir "$WORK" >/dev/null
+"$BIN/trainer" bootstrap --csv "$WORK/historical.csv" --out "$WORK/model.txt" --no-publish --max-rounds 30 \
+  --report "$WORK/report" >/dev/null
+log "data and model ready ($N transactions per scenario at $RATE tx/s)"
+
+start_scorer() { # $1 = instance number
+  "$BIN/scorer" --instance-id "$P-scorer-$1" --group "$P-scorer" --transactions-topic "$P-tx" \
+    --predictions-topic "$P-pred" --alerts-topic "$P-alerts" --dlq-topic "$P-dlq" --models-topic "$P-models" \
+    --model "$WORK/model.txt" --threshold 0.5 --metrics-addr 127.0.0.1:0 --commit-interval-ms 100 \
+    >>"$WORK/$NAME-scorer-$1.log" 2>&1 &
+  pids+=($!); eval "SCORER_$1=$!"
+}
+start_sink() {
+  "$BIN/sink" --group "$P-sink" --transactions-topic "$P-tx" --predictions-topic "$P-pred" --labels-topic "$P-labels" \
+    --dlq-topic "$P-sink-dlq" --clickhouse-database "$DB" --metrics-addr 127.0.0.1:0 --batch-ms 300 \
+    --max-backoff-ms 1000 >>"$WORK/$NAME-sink.log" 2>&1 &
+  pids+=($!); SINK=$!
+}
+landed() { sql "SELECT uniqExact(transaction_id) FROM predictions FINAL" 2>/dev/null || echo 0; }
+wait_landed() { # $1 = expected, $2 = timeout s
+  local end=$(($(date +%s) + $2))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    [ "$(landed)" -ge "$1" ] && return 0
+    sleep 1
+  done
+  return 1
+}
+restart_kafka() {
+  kill -KILL "$(cat "$FS_RUN/kafka.pid")"; sleep 5
+  deploy/local/up.sh >/dev/null 2>&1
+}
+restart_clickhouse_after() { # $1 = seconds down
+  kill -KILL "$(cat "$FS_RUN/clickhouse.pid")"; sleep "$1"
+  deploy/local/up.sh >/dev/null 2>&1
+}
+
+results=()
+scenario() { # $1 = name, $2 = fault function
+  NAME=$1; P="faults-$NAME-$ID"; DB="faults_${NAME//-/_}_$ID"
+  local started; started=$(date +%s)
+  for t in tx pred alerts dlq labels; do
+    deploy/local/kafka-topics.sh --create --topic "$P-$t" --partitions 6 >/dev/null 2>&1 || true
+  done
+  start_sink; start_scorer 1; start_scorer 2
+  sleep 3
+  "$BIN/producer" publish --input "$WORK/stream.csv" --transactions-topic "$P-tx" --labels-topic "$P-labels" \
+    --id-prefix "$P" --rate "$RATE" --limit "$N" --label-delay 0 >"$WORK/$NAME-publish.log" 2>&1 &
+  local publisher=$!; pids+=($publisher)
+  EXPECTED=$N; DLQ_EXPECTED=0
+  "$2"
+  wait "$publisher"
+  local ok=true
+  wait_landed "$EXPECTED" 300 || ok=false
+  sleep 2
+  local landed_n; landed_n=$(landed)
+  read -r records distinct <<<"$("$TOOLS" count "$P-pred")"
+  read -r dlq _ <<<"$("$TOOLS" count "$P-dlq")"
+  for p in ${SCORER_1:-} ${SCORER_2:-} ${SCORER_3:-} $SINK; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in ${SCORER_1:-} ${SCORER_2:-} ${SCORER_3:-} $SINK; do wait "$p" 2>/dev/null || true; done
+  unset SCORER_3
+  local dups=$((records - distinct)) lost=$((EXPECTED - landed_n))
+  [ "$dups" -eq 0 ] && [ "$lost" -eq 0 ] && [ "$dlq" -eq "$DLQ_EXPECTED" ] || ok=false
+  results+=("| $NAME | $EXPECTED | $landed_n | $dups | $lost | $dlq | $(($(date +%s) - started)) s | $($ok && echo ok || echo FAIL) |")
+  log "${results[-1]}"
+}
+
+# The fault comes once a third of the stream landed (mid-stream), or after 60 s at the latest.
+at_third() {
+  local end=$(($(date +%s) + 60))
+  while [ "$(landed)" -lt $((N / 3)) ] && [ "$(date +%s)" -lt "$end" ]; do sleep 0.3; done
+}
+fault_none() { :; }
+fault_scorer_kill() { at_third; kill -KILL "$SCORER_1"; sleep 1; start_scorer 1; }
+fault_scorer_added() { at_third; start_scorer 3; }
+fault_sink_kill() { at_third; kill -KILL "$SINK"; sleep 1; start_sink; }
+fault_clickhouse_down() { at_third; restart_clickhouse_after 20; }
+fault_broker_restart() { at_third; restart_kafka; }
+fault_malformed() { DLQ_EXPECTED=$((N / 100)); at_third; "$TOOLS" garbage "$P-tx" "$DLQ_EXPECTED"; }
+fault_corrupt_model() { at_third; "$TOOLS" corrupt-model "$P-models"; }
+fault_schema_evolution() {
+  at_third
+  "$TOOLS" evolved "$P-tx" "$WORK/stream.csv" 5000 "$P-evolved" >/dev/null
+  EXPECTED=$((N + 5000))
+}
+
+ALL="baseline scorer-sigkill scorer-added sink-sigkill clickhouse-down-20s broker-restart malformed-1pct corrupt-model schema-evolution"
+for s in ${FAULTS_ONLY:-$ALL}; do
+  case $s in
+    baseline) scenario "$s" fault_none ;;
+    scorer-sigkill) scenario "$s" fault_scorer_kill ;;
+    scorer-added) scenario "$s" fault_scorer_added ;;
+    sink-sigkill) scenario "$s" fault_sink_kill ;;
+    clickhouse-down-20s) scenario "$s" fault_clickhouse_down ;;
+    broker-restart) scenario "$s" fault_broker_restart ;;
+    malformed-1pct) scenario "$s" fault_malformed ;;
+    corrupt-model) scenario "$s" fault_corrupt_model ;;
+    schema-evolution) scenario "$s" fault_schema_evolution ;;
+    *) echo "unknown scenario $s (known: $ALL)" >&2; exit 2 ;;
+  esac
+done
+
+mkdir -p bench/results
+{
+  echo "## fraudstream faults — $(date -u +%Y-%m-%dT%H:%MZ), $N transactions per scenario at $RATE tx/s"
+  echo
+  echo "| scenario | produced | landed (ClickHouse, FINAL) | duplicates (committed topic) | lost | DLQ | time | |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---|"
+  printf '%s\n' "${results[@]}"
+} | tee bench/results/faults.md
+failed=$(printf '%s\n' "${results[@]}" | grep -c 'FAIL |$' || true)
+passed=$((${#results[@]} - failed))
+echo "faults: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
