@@ -30,7 +30,7 @@ build: deps ## build every binary (release)
 test: deps services ## every unit and integration test, then the short fault suite, against the local services
 	@mkdir -p $(CARGO_TARGET_DIR); start=$$(date +%s); \
 	$(CARGO) test --release --workspace --no-fail-fast 2>&1 | tee $(CARGO_TARGET_DIR)/test.log; rc=$${PIPESTATUS[0]}; \
-	FAULTS_N=$${FAULTS_N:-30000} scripts/faults.sh 2>&1 | tee -a $(CARGO_TARGET_DIR)/test.log; frc=$${PIPESTATUS[0]}; \
+	FAULTS_N=$${FAULTS_N:-30000} FAULTS_OUT=$(CARGO_TARGET_DIR)/faults-short.md scripts/faults.sh 2>&1 | tee -a $(CARGO_TARGET_DIR)/test.log; frc=$${PIPESTATUS[0]}; \
 	passed=$$(grep -Eo '[0-9]+ passed' $(CARGO_TARGET_DIR)/test.log | awk '{s+=$$1} END {print s+0}'); \
 	failed=$$(grep -Eo '[0-9]+ failed' $(CARGO_TARGET_DIR)/test.log | awk '{s+=$$1} END {print s+0}'); \
 	deploy/local/kafka-topics.sh --delete --topic '.*_[0-9]+_[0-9]+_[0-9]+.*' >/dev/null 2>&1 || true; \
@@ -63,5 +63,12 @@ down: ## docker compose: stop the stack
 logs: ## docker compose: follow the services' logs
 	docker compose logs -f --tail=100
 
-reset: ## docker compose: truncate tables, recreate topics, reset the trainer state
-	@echo "make reset arrives with the docker compose stack (issue 7)"; exit 1
+reset: ## docker compose: truncate the tables, recreate the topics, reset the trainer (the models are re-bootstrapped)
+	docker compose stop producer scorer sink trainer
+	docker compose exec -T clickhouse clickhouse-client -q "TRUNCATE TABLE IF EXISTS fraudstream.transactions"
+	docker compose exec -T clickhouse clickhouse-client -q "TRUNCATE TABLE IF EXISTS fraudstream.predictions"
+	docker compose exec -T clickhouse clickhouse-client -q "TRUNCATE TABLE IF EXISTS fraudstream.labels"
+	docker compose exec -T clickhouse clickhouse-client -q "TRUNCATE TABLE IF EXISTS fraudstream.models"
+	-docker compose exec -T redpanda rpk topic delete transactions labels predictions fraud-alerts transactions-dlq predictions-dlq models
+	docker compose run --rm --no-deps --entrypoint rm init -f /data/trainer-state.json /data/model-v1.txt
+	docker compose up -d

@@ -5,7 +5,8 @@
 #   FAULTS_N       transactions per scenario (default 200000; `make test` runs 30000)
 #   FAULTS_RATE    publish rate, tx/s (default 20000)
 #   FAULTS_ONLY    run only these scenarios (space separated names)
-# Prints a markdown table (also bench/results/faults.md) and exits non-zero on any loss/duplicate.
+#   FAULTS_OUT     where the table is written too (default bench/results/faults.md)
+# Prints a markdown table and exits non-zero on any loss, duplicate or unexpected DLQ count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${FAULTS_N:-200000}"
@@ -136,14 +137,15 @@ for s in ${FAULTS_ONLY:-$ALL}; do
   esac
 done
 
-mkdir -p bench/results
+OUT="${FAULTS_OUT:-bench/results/faults.md}"
+mkdir -p "$(dirname "$OUT")"
 {
   echo "## fraudstream faults — $(date -u +%Y-%m-%dT%H:%MZ), $N transactions per scenario at $RATE tx/s"
   echo
   echo "| scenario | produced | landed (ClickHouse, FINAL) | duplicates (committed topic) | lost | DLQ | time | |"
   echo "|---|---:|---:|---:|---:|---:|---:|---|"
   printf '%s\n' "${results[@]}"
-} | tee bench/results/faults.md
+} | tee "$OUT"
 failed=$(printf '%s\n' "${results[@]}" | grep -c 'FAIL |$' || true)
 passed=$((${#results[@]} - failed))
 echo "faults: $passed passed, $failed failed"
