@@ -7,7 +7,7 @@
 //! origin account, so all of an account's transactions reach the same scorer, in order.
 
 use fraudstream_schemas::{Transaction, TransactionType};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// How far back the per-account window reaches, in PaySim steps (hours).
 pub const WINDOW_STEPS: i32 = 24;
@@ -117,7 +117,9 @@ impl AccountState {
 /// Per-origin-account history, fed in event order.
 #[derive(Debug, Default)]
 pub struct AccountHistory {
-    pub accounts: HashMap<String, AccountState>,
+    /// Keyed by account name; FxHash because this lookup runs once per scored transaction and
+    /// the keys come from our own stream (no hash-flooding risk worth SipHash's cost).
+    pub accounts: FxHashMap<String, AccountState>,
 }
 
 impl AccountHistory {

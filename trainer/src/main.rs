@@ -279,7 +279,7 @@ async fn main() -> Result<()> {
                 started.elapsed().as_secs_f64()
             );
             // The archive is optional here: a first model can be made before ClickHouse is up.
-            let archive = target.clickhouse.migrate().await.is_ok();
+            let archive = !training.no_publish && target.clickhouse.migrate().await.is_ok();
             if !archive && !training.no_publish {
                 eprintln!("note: ClickHouse at {} is not reachable; publishing to the topic only (not archived)", target.clickhouse.url);
             }
