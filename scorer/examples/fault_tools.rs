@@ -32,9 +32,12 @@ fn evolved_schema() -> String {
     let mut schema: serde_json::Value =
         serde_json::from_str(<Transaction as fraudstream_schemas::AvroRecord>::SCHEMA_JSON)
             .unwrap();
-    schema["fields"].as_array_mut().unwrap().push(serde_json::json!(
-        {"name": "channel", "type": ["null", "string"], "default": null}
-    ));
+    schema["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!(
+            {"name": "channel", "type": ["null", "string"], "default": null}
+        ));
     schema.to_string()
 }
 
@@ -42,7 +45,13 @@ fn evolved_schema() -> String {
 fn register(registry: &str, topic: &str, schema: &str) -> u32 {
     let body = serde_json::json!({ "schema": schema }).to_string();
     let out = std::process::Command::new("curl")
-        .args(["-sf", "-X", "POST", "-H", "Content-Type: application/vnd.schemaregistry.v1+json"])
+        .args([
+            "-sf",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/vnd.schemaregistry.v1+json",
+        ])
         .arg("--data-binary")
         .arg(&body)
         .arg(format!(
@@ -70,7 +79,13 @@ async fn main() {
         Some("garbage") => {
             let n: u64 = args[2].parse().unwrap();
             for i in 0..n {
-                send(&producer, &args[1], &format!("garbage-{i}"), b"\x00\x00\x00\x00\x09garbage").await;
+                send(
+                    &producer,
+                    &args[1],
+                    &format!("garbage-{i}"),
+                    b"\x00\x00\x00\x00\x09garbage",
+                )
+                .await;
             }
         }
         Some("corrupt-model") => {
@@ -80,10 +95,21 @@ async fn main() {
             record.version = 99;
             let payload = codec.encode(&args[1], &record).await.unwrap();
             send(&producer, &args[1], "paysim:champion", &payload).await;
-            send(&producer, &args[1], "paysim:champion", b"not a model record").await;
+            send(
+                &producer,
+                &args[1],
+                "paysim:champion",
+                b"not a model record",
+            )
+            .await;
         }
         Some("evolved") => {
-            let (topic, csv, n, prefix) = (&args[1], &args[2], args[3].parse::<u64>().unwrap(), &args[4]);
+            let (topic, csv, n, prefix) = (
+                &args[1],
+                &args[2],
+                args[3].parse::<u64>().unwrap(),
+                &args[4],
+            );
             let schema_text = evolved_schema();
             let schema = apache_avro::Schema::parse_str(&schema_text).unwrap();
             let id = register(&kafka.schema_registry, topic, &schema_text);
@@ -115,7 +141,10 @@ async fn main() {
                 if let apache_avro::types::Value::Record(fields) = &mut value {
                     fields.push((
                         "channel".into(),
-                        apache_avro::types::Value::Union(1, Box::new(apache_avro::types::Value::String("mobile-app".into()))),
+                        apache_avro::types::Value::Union(
+                            1,
+                            Box::new(apache_avro::types::Value::String("mobile-app".into())),
+                        ),
                     ));
                 }
                 let value = value.resolve(&schema).unwrap();
@@ -139,14 +168,26 @@ async fn main() {
                 .unwrap()
                 .create()
                 .unwrap();
-            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+            let metadata = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .unwrap();
             let (mut records, mut ids) = (0u64, HashSet::new());
             for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-                let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap();
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                    .unwrap();
                 let mut payloads = Vec::new();
-                fraudstream_common::kafka::read_partition_range(&consumer, topic, p.id(), low, high, Duration::from_secs(120), |m| {
-                    payloads.push(m.payload().map(<[u8]>::to_vec).unwrap_or_default());
-                })
+                fraudstream_common::kafka::read_partition_range(
+                    &consumer,
+                    topic,
+                    p.id(),
+                    low,
+                    high,
+                    Duration::from_secs(120),
+                    |m| {
+                        payloads.push(m.payload().map(<[u8]>::to_vec).unwrap_or_default());
+                    },
+                )
                 .unwrap();
                 for payload in payloads {
                     records += 1;

@@ -79,8 +79,19 @@ struct Cli {
     metrics_addr: std::net::SocketAddr,
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    // Before any thread exists: LightGBM's OpenMP must not spin. The scorer scales out with
+    // instances and partitions, and a spinning OpenMP team (predict_contrib uses every core by
+    // default) took ~10% of the CPU that librdkafka needs. A user's own setting wins.
+    for (key, value) in [("OMP_NUM_THREADS", "1"), ("OMP_WAIT_POLICY", "PASSIVE")] {
+        if std::env::var_os(key).is_none() {
+            std::env::set_var(key, value);
+        }
+    }
+    tokio::runtime::Runtime::new()?.block_on(run_scorer())
+}
+
+async fn run_scorer() -> Result<()> {
     let cli = Cli::parse();
     let _telemetry = telemetry::init("scorer", &cli.telemetry)?;
     let metrics = Arc::new(ScorerMetrics::new()?);
