@@ -108,9 +108,9 @@ at_third() {
   while [ "$(landed)" -lt $((N / 3)) ] && [ "$(date +%s)" -lt "$end" ]; do sleep 0.3; done
 }
 fault_none() { :; }
-fault_scorer_kill() { at_third; kill -KILL "$SCORER_1"; sleep 1; start_scorer 1; }
+fault_scorer_kill() { at_third; kill -KILL "$SCORER_1"; wait "$SCORER_1" 2>/dev/null || true; start_scorer 1; }
 fault_scorer_added() { at_third; start_scorer 3; }
-fault_sink_kill() { at_third; kill -KILL "$SINK"; sleep 1; start_sink; }
+fault_sink_kill() { at_third; kill -KILL "$SINK"; wait "$SINK" 2>/dev/null || true; start_sink; }
 fault_clickhouse_down() { at_third; restart_clickhouse_after 20; }
 fault_broker_restart() { at_third; restart_kafka; }
 fault_malformed() { DLQ_EXPECTED=$((N / 100)); at_third; "$TOOLS" garbage "$P-tx" "$DLQ_EXPECTED"; }

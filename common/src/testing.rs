@@ -78,3 +78,40 @@ pub async fn read_topic(
     }
     Ok(out)
 }
+
+/// The headers of a message as `key → value` (dead letters carry their reason and origin there).
+pub fn headers_map(
+    m: &rdkafka::message::OwnedMessage,
+) -> std::collections::HashMap<String, String> {
+    use rdkafka::message::{Headers, Message};
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                    (h.key.to_string(), value.into_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The command-line flags that point a fraudstream binary at `kafka` (and `clickhouse`), for tests
+/// that run the services as child processes.
+pub fn service_args(kafka: &KafkaArgs, clickhouse: Option<&ClickHouseArgs>) -> Vec<String> {
+    let mut args = vec![
+        "--brokers".to_string(),
+        kafka.brokers.clone(),
+        "--schema-registry".to_string(),
+        kafka.schema_registry.clone(),
+    ];
+    if let Some(ch) = clickhouse {
+        args.extend([
+            "--clickhouse-url".to_string(),
+            ch.url.clone(),
+            "--clickhouse-database".to_string(),
+            ch.database.clone(),
+        ]);
+    }
+    args
+}

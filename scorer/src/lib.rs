@@ -136,6 +136,7 @@ impl Txn {
         if !self.open {
             return Ok(Vec::new());
         }
+        let _span = tracing::info_span!("kafka_commit", partitions = self.offsets.len()).entered();
         self.open = false;
         let offsets = std::mem::take(&mut self.offsets);
         let mut tpl = TopicPartitionList::new();
@@ -550,6 +551,9 @@ impl Engine {
                 }
                 t.producer.poll(Duration::ZERO);
             } else if !polled.is_empty() {
+                // One span per batch (exported over OTLP when configured): decode → features →
+                // LightGBM → produce. Per record would cost more than the work it describes.
+                let _span = tracing::info_span!("score_batch", records = polled.len()).entered();
                 t.begin()?;
                 first_record.get_or_insert_with(Instant::now);
                 let started = Instant::now();

@@ -4,12 +4,12 @@
 use fraudstream_common::features::{push_features, AccountHistory, N_FEATURES};
 use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
 use fraudstream_common::model::pack_model_text;
-use fraudstream_common::testing::{local_kafka, unique_name};
+use fraudstream_common::testing::{headers_map, local_kafka, service_args, unique_name};
 use fraudstream_schemas::{Codec, ModelRecord, Prediction};
 use producer::paysim::CsvReader;
 use producer::publish::{publish, LabelDelay, PublishConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use std::collections::{HashMap, HashSet};
@@ -62,12 +62,7 @@ struct Topics {
 
 fn scorer(kafka: &KafkaArgs, t: &Topics, instance: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_scorer"))
-        .args([
-            "--brokers",
-            &kafka.brokers,
-            "--schema-registry",
-            &kafka.schema_registry,
-        ])
+        .args(service_args(kafka, None))
         .args([
             "--instance-id",
             instance,
@@ -322,17 +317,7 @@ async fn three_scorers_one_killed_exactly_one_prediction_each_and_a_live_model_s
     );
     assert_eq!(dead.len(), 20, "every malformed record is in the DLQ, once");
     for m in &dead {
-        let headers: HashMap<String, String> = m
-            .headers()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                (
-                    h.key.to_string(),
-                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = headers_map(m);
         assert_eq!(headers["source.topic"], t.transactions);
         assert!(headers["error"].contains("magic byte"), "{headers:?}");
         assert!(

@@ -439,31 +439,23 @@ async fn decode<T: fraudstream_schemas::AvroRecord>(
 impl Writer {
     /// Inserts the batch (retrying until it succeeds or the sink stops), dead-letters its bad
     /// records, then commits its offsets. Returns the rows inserted.
+    #[tracing::instrument(name = "write_batch", skip_all, fields(rows = batch.rows()))]
     async fn write(&self, batch: Batch) -> Result<u64, SinkError> {
         let started = Instant::now();
-        let mut backoff = Duration::from_millis(250);
-        loop {
-            match self.insert(&batch).await {
-                Ok(()) => break,
-                Err(e) => {
-                    self.metrics.retries.inc();
-                    self.metrics.clickhouse_up.set(0);
-                    self.health
-                        .set_unready(format!("insert failing, retrying: {e}"));
-                    tracing::warn!(error = %e, rows = batch.rows(), backoff_ms = backoff.as_millis() as u64, "insert failed; retrying (offsets stay uncommitted)");
-                    if *self.stop.borrow() {
-                        return Err(SinkError::Stopped);
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.cfg.max_backoff);
-                }
-            }
-        }
-        if self.metrics.clickhouse_up.get() == 0 {
-            tracing::info!("ClickHouse accepts inserts again");
-            self.health.set_ready("consuming");
-        }
+        // Each destination is retried on its own: a BigQuery outage does not re-insert into
+        // ClickHouse (harmless, deduplicated, but wasted work).
+        self.until_ok("ClickHouse", batch.rows(), || {
+            self.insert_clickhouse(&batch)
+        })
+        .await?;
         self.metrics.clickhouse_up.set(1);
+        #[cfg(feature = "bigquery")]
+        if let Some(bq) = &self.bigquery {
+            self.until_ok("BigQuery", batch.predictions.len(), || {
+                bq.insert_predictions(&batch.predictions)
+            })
+            .await?;
+        }
         self.metrics
             .insert_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -484,15 +476,51 @@ impl Writer {
         Ok(rows)
     }
 
-    async fn insert(&self, batch: &Batch) -> Result<(), SinkError> {
+    /// Calls `attempt` until it succeeds, backing off up to `max_backoff`, while the sink runs.
+    async fn until_ok<F, Fut>(
+        &self,
+        destination: &str,
+        rows: usize,
+        mut attempt: F,
+    ) -> Result<(), SinkError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), SinkError>>,
+    {
+        let mut backoff = Duration::from_millis(250);
+        let mut failed = false;
+        loop {
+            match attempt().await {
+                Ok(()) => {
+                    if failed {
+                        tracing::info!(destination, "inserts accepted again");
+                        self.health.set_ready("consuming");
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    failed = true;
+                    self.metrics.retries.inc();
+                    if destination == "ClickHouse" {
+                        self.metrics.clickhouse_up.set(0);
+                    }
+                    self.health
+                        .set_unready(format!("{destination} insert failing, retrying: {e}"));
+                    tracing::warn!(destination, error = %e, rows, backoff_ms = backoff.as_millis() as u64, "insert failed; retrying (offsets stay uncommitted)");
+                    if *self.stop.borrow() {
+                        return Err(SinkError::Stopped);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.cfg.max_backoff);
+                }
+            }
+        }
+    }
+
+    async fn insert_clickhouse(&self, batch: &Batch) -> Result<(), SinkError> {
         insert_rows(&self.client, "transactions", &batch.transactions).await?;
         insert_rows(&self.client, "predictions", &batch.predictions).await?;
-        insert_rows(&self.client, "labels", &batch.labels).await?;
-        #[cfg(feature = "bigquery")]
-        if let Some(bq) = &self.bigquery {
-            bq.insert_predictions(&batch.predictions).await?;
-        }
-        Ok(())
+        insert_rows(&self.client, "labels", &batch.labels).await
     }
 
     async fn send_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), SinkError> {

@@ -4,13 +4,11 @@
 
 mod support;
 
-use fraudstream_common::testing::{local_clickhouse, local_kafka, read_topic};
+use fraudstream_common::testing::{headers_map, local_clickhouse, local_kafka, read_topic};
 use fraudstream_schemas::{Codec, Label, Transaction, TransactionType};
-use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use sink::rows::PredictionRow;
-use std::collections::HashMap;
 use std::time::Duration;
 use support::*;
 
@@ -60,17 +58,7 @@ async fn every_prediction_lands_once_and_garbage_goes_to_the_dlq() {
 
     assert_eq!(dlq.len(), 100, "every garbage record in the DLQ, once");
     for m in &dlq {
-        let headers: HashMap<String, String> = m
-            .headers()
-            .unwrap()
-            .iter()
-            .map(|h| {
-                (
-                    h.key.to_string(),
-                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = headers_map(m);
         assert_eq!(headers["source.topic"], names.predictions);
         assert!(
             headers["error"].contains("decod") || headers["error"].contains("schema"),

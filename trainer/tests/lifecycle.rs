@@ -6,7 +6,7 @@
 use fraudstream_common::clickhouse::ClickHouseArgs;
 use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
 use fraudstream_common::model::LoadedModel;
-use fraudstream_common::testing::{local_clickhouse, local_kafka, unique_name};
+use fraudstream_common::testing::{local_clickhouse, local_kafka, service_args, unique_name};
 use fraudstream_schemas::ModelStatus;
 use producer::paysim::CsvReader;
 use sink::rows::{LabelRow, TransactionRow};
@@ -80,18 +80,7 @@ async fn land(ch: &ClickHouseArgs, csv: &Path, from: u64, to: u64) {
 fn trainer_cmd(kafka: &KafkaArgs, ch: &ClickHouseArgs, topic: &str, sub: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_trainer"));
     c.arg(sub)
-        .args([
-            "--brokers",
-            &kafka.brokers,
-            "--schema-registry",
-            &kafka.schema_registry,
-        ])
-        .args([
-            "--clickhouse-url",
-            &ch.url,
-            "--clickhouse-database",
-            &ch.database,
-        ])
+        .args(service_args(kafka, Some(ch)))
         .args(["--models-topic", topic])
         .env("RUST_LOG", "warn");
     c

@@ -5,7 +5,7 @@
 
 use fraudstream_common::clickhouse::ClickHouseArgs;
 use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
-use fraudstream_common::testing::unique_name;
+use fraudstream_common::testing::{service_args, unique_name};
 use fraudstream_schemas::{Codec, Prediction, Reason, TransactionType};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use std::process::{Child, Command};
@@ -139,18 +139,7 @@ fn send(
 /// The sink binary on the test's topics and database.
 pub fn sink(kafka: &KafkaArgs, ch: &ClickHouseArgs, n: &Names, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sink"))
-        .args([
-            "--brokers",
-            &kafka.brokers,
-            "--schema-registry",
-            &kafka.schema_registry,
-        ])
-        .args([
-            "--clickhouse-url",
-            &ch.url,
-            "--clickhouse-database",
-            &ch.database,
-        ])
+        .args(service_args(kafka, Some(ch)))
         .args([
             "--transactions-topic",
             &n.transactions,
