@@ -8,6 +8,7 @@
 //! holdout, gated against the serving champion on the same holdout, and published to the models
 //! topic and the ClickHouse archive (`registry`).
 
+pub mod boost;
 pub mod registry;
 pub mod report;
 pub mod watch;
@@ -298,41 +299,38 @@ pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
     }
     let (tx, ty) = ex.slice(0, train_end);
     let (vx, vy) = ex.slice(train_end, valid_end);
-    let train_set = lightgbm3::Dataset::from_slice(tx, ty, N_FEATURES as i32, true)?;
-    let valid_set = lightgbm3::Dataset::from_slice_with_reference(
-        vx,
-        vy,
-        N_FEATURES as i32,
-        true,
-        Some(&train_set),
+    // Log loss keeps improving after PR-AUC saturates (often at 1.0 on PaySim after a few trees),
+    // so early stopping on it does not cut the model to a handful of trees.
+    let params = format!(
+        "objective=binary metric=binary_logloss learning_rate={} num_leaves={} scale_pos_weight={} num_threads={} verbose=-1",
+        p.learning_rate, p.num_leaves, p.scale_pos_weight, p.threads
+    );
+    let bar = if p.progress {
+        indicatif::ProgressBar::new(p.max_rounds.max(1) as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "LightGBM {bar:30} {pos}/{len} rounds [{elapsed_precise}] validation log loss {msg}",
+        )
+        .expect("a valid progress template"),
+    );
+    let (text, rounds) = boost::train(
+        (tx, ty),
+        (vx, vy),
+        &params,
+        p.max_rounds.max(1) as u64,
+        p.early_stopping_rounds.max(1) as u64,
+        |r| {
+            bar.set_position(r.round);
+            if let Some(loss) = r.valid_loss {
+                bar.set_message(format!("{loss:.6}"));
+            }
+        },
     )?;
-    let params = serde_json::json!({
-        "objective": "binary",
-        // Log loss keeps improving after PR-AUC saturates (often at 1.0 on PaySim after a few
-        // trees), so early stopping does not cut the model to a handful of trees.
-        "metric": "binary_logloss",
-        "num_iterations": p.max_rounds,
-        "learning_rate": p.learning_rate,
-        "num_leaves": p.num_leaves,
-        "scale_pos_weight": p.scale_pos_weight,
-        "early_stopping_rounds": p.early_stopping_rounds,
-        "num_threads": p.threads,
-        "verbose": -1,
-    });
-    let spinner = p.progress.then(|| {
-        let bar = indicatif::ProgressBar::new_spinner().with_message(format!(
-            "LightGBM: boosting up to {} rounds on {} rows (early stopping on the next {})",
-            p.max_rounds,
-            train_end,
-            valid_end - train_end
-        ));
-        bar.enable_steady_tick(std::time::Duration::from_millis(200));
-        bar
-    });
-    let booster = lightgbm3::Booster::train_with_valid(train_set, Some(valid_set), &params)?;
-    if let Some(bar) = spinner {
-        bar.finish_with_message(format!("LightGBM: {} rounds", booster.num_iterations()));
-    }
+    bar.finish_with_message(format!("(kept {rounds} rounds)"));
+    let booster = lightgbm3::Booster::from_string(&text)?;
     let (hx, hy) = ex.slice(valid_end, n);
     let scores = booster.predict_with_params(
         hx,
@@ -350,7 +348,7 @@ pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
     let mut importance: Vec<(String, f64)> = feature_names().into_iter().zip(gains).collect();
     importance.sort_by(|a, b| b.1.total_cmp(&a.1));
     Ok(Trained {
-        model_text: booster.save_string()?,
+        model_text: text,
         threshold,
         metrics,
         holdout_scores: scores,
