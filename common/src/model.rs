@@ -119,9 +119,10 @@ impl LoadedModel {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        // One thread: the scorer scales out with instances and partitions, not OpenMP threads.
+        // num_threads=0: OpenMP's default, i.e. OMP_NUM_THREADS, which the process sets (the
+        // scorer: 2 unless the user says otherwise).
         self.booster
-            .predict_with_params(rows, N_FEATURES as i32, true, "num_threads=1")
+            .predict_with_params(rows, N_FEATURES as i32, true, "num_threads=0")
     }
 
     /// For each row of a row-major matrix, the `k` features that pushed its score up the most

@@ -83,7 +83,7 @@ fn main() -> Result<()> {
     // Before any thread exists: LightGBM's OpenMP must not spin. The scorer scales out with
     // instances and partitions, and a spinning OpenMP team (predict_contrib uses every core by
     // default) took ~10% of the CPU that librdkafka needs. A user's own setting wins.
-    for (key, value) in [("OMP_NUM_THREADS", "1"), ("OMP_WAIT_POLICY", "PASSIVE")] {
+    for (key, value) in [("OMP_NUM_THREADS", "2"), ("OMP_WAIT_POLICY", "PASSIVE")] {
         if std::env::var_os(key).is_none() {
             std::env::set_var(key, value);
         }

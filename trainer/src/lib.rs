@@ -329,7 +329,8 @@ pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
             }
         },
     )?;
-    bar.finish_with_message(format!("(kept {rounds} rounds)"));
+    bar.set_message(format!("{}, kept {rounds} rounds", bar.message()));
+    bar.finish();
     let booster = lightgbm3::Booster::from_string(&text)?;
     let (hx, hy) = ex.slice(valid_end, n);
     let scores = booster.predict_with_params(
