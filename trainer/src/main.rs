@@ -169,6 +169,14 @@ enum Command {
 }
 
 impl Target {
+    /// Publishes an archived version as champion again (the scorers swap to it) and logs `event`.
+    async fn serve_again(&self, row: &registry::ArchiveRow, event: &str) -> Result<()> {
+        let record = row.to_record(ModelStatus::Champion);
+        registry::send_record(&self.kafka, &self.models_topic, &record).await?;
+        registry::archive(&self.clickhouse, &record, event).await?;
+        Ok(())
+    }
+
     async fn publisher(&self, training: &Training, archive: bool) -> Result<Publisher> {
         ensure_topics(
             &self.kafka.admin()?,
@@ -482,9 +490,7 @@ async fn main() -> Result<()> {
                     target.model_name
                 );
             };
-            let record = row.to_record(ModelStatus::Champion);
-            registry::send_record(&target.kafka, &target.models_topic, &record).await?;
-            registry::archive(&target.clickhouse, &record, "promoted").await?;
+            target.serve_again(row, "promoted").await?;
             println!(
                 "promoted {} v{version} to champion on {}",
                 target.model_name, target.models_topic
@@ -498,12 +504,10 @@ async fn main() -> Result<()> {
                     target.model_name
                 );
             };
-            let record = previous.to_record(ModelStatus::Champion);
-            registry::send_record(&target.kafka, &target.models_topic, &record).await?;
-            registry::archive(&target.clickhouse, &record, "rolled-back").await?;
+            target.serve_again(previous, "rolled-back").await?;
             println!(
                 "rolled back: {} v{} is champion again",
-                target.model_name, record.version
+                target.model_name, previous.version
             );
         }
     }

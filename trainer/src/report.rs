@@ -101,20 +101,14 @@ const W: f64 = 420.0;
 const H: f64 = 300.0;
 const PAD: f64 = 40.0;
 
-fn line_chart(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64)]) -> String {
-    let mut path = String::new();
-    for (k, (x, y)) in points.iter().enumerate() {
-        let (px, py) = (PAD + x * (W - 2.0 * PAD), H - PAD - y * (H - 2.0 * PAD));
-        let _ = write!(path, "{}{px:.1},{py:.1} ", if k == 0 { "M" } else { "L" });
-    }
+/// The plot area of every chart: frame, axis labels, 0 and 1 at the ends of the axes.
+fn frame(caption: &str, x_label: &str, y_label: &str, body: &str) -> String {
     format!(
-        r##"<figure><figcaption>{title}</figcaption><svg viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{title}">
-<rect x="{PAD}" y="{PAD}" width="{iw}" height="{ih}" fill="#fafafa" stroke="#999"/>
-<path d="{path}" fill="none" stroke="#c0392b" stroke-width="2"/>
+        r##"<figure><figcaption>{caption}</figcaption><svg viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{caption}">
+<rect x="{PAD}" y="{PAD}" width="{iw}" height="{ih}" fill="#fafafa" stroke="#999"/>{body}
 <text x="{cx}" y="{H2}" text-anchor="middle">{x_label}</text>
 <text x="12" y="{cy}" text-anchor="middle" transform="rotate(-90 12 {cy})">{y_label}</text>
 <text x="{PAD}" y="{ty}" text-anchor="middle">0</text><text x="{xr}" y="{ty}" text-anchor="middle">1</text>
-<text x="{lx}" y="{yb}" text-anchor="end">0</text><text x="{lx}" y="{yt}" text-anchor="end">1</text>
 </svg></figure>"##,
         iw = W - 2.0 * PAD,
         ih = H - 2.0 * PAD,
@@ -123,10 +117,22 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64)]) 
         cy = H / 2.0,
         ty = H - PAD + 15.0,
         xr = W - PAD,
+    )
+}
+
+fn line_chart(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64)]) -> String {
+    let mut path = String::new();
+    for (k, (x, y)) in points.iter().enumerate() {
+        let (px, py) = (PAD + x * (W - 2.0 * PAD), H - PAD - y * (H - 2.0 * PAD));
+        let _ = write!(path, "{}{px:.1},{py:.1} ", if k == 0 { "M" } else { "L" });
+    }
+    let body = format!(
+        r##"<path d="{path}" fill="none" stroke="#c0392b" stroke-width="2"/><text x="{lx}" y="{yb}" text-anchor="end">0</text><text x="{lx}" y="{yt}" text-anchor="end">1</text>"##,
         lx = PAD - 5.0,
         yb = H - PAD,
         yt = PAD + 5.0,
-    )
+    );
+    frame(title, x_label, y_label, &body)
 }
 
 /// Score histogram, 20 bins, one bar series per class, counts on a log scale (fraud is rare).
@@ -153,18 +159,11 @@ fn histogram(scores: &[f64], labels: &[bool]) -> String {
             );
         }
     }
-    format!(
-        r##"<figure><figcaption>Score histogram by class (log count; blue = legitimate, red = fraud)</figcaption><svg viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="score histogram">
-<rect x="{PAD}" y="{PAD}" width="{iw}" height="{ih}" fill="#fafafa" stroke="#999"/>{bars}
-<text x="{cx}" y="{H2}" text-anchor="middle">score</text>
-<text x="{PAD}" y="{ty}" text-anchor="middle">0</text><text x="{xr}" y="{ty}" text-anchor="middle">1</text>
-</svg></figure>"##,
-        iw = W - 2.0 * PAD,
-        ih = H - 2.0 * PAD,
-        cx = W / 2.0,
-        H2 = H - 5.0,
-        ty = H - PAD + 15.0,
-        xr = W - PAD,
+    frame(
+        "Score histogram by class (log count; blue = legitimate, red = fraud)",
+        "score",
+        "log count",
+        &bars,
     )
 }
 
