@@ -356,8 +356,11 @@ fn run(
                     LabelDelay::Steps(n) => step + n,
                     LabelDelay::Seconds(_) => i32::MAX,
                 },
+                // From now, after the send, not from the loop's `now`: the transaction's
+                // event_time was taken in between (a send that waited on a full queue made labels
+                // arrive a few ms before the promised delay).
                 due_at: match s.cfg.label_delay {
-                    LabelDelay::Seconds(secs) => now + Duration::from_secs_f64(secs),
+                    LabelDelay::Seconds(secs) => Instant::now() + Duration::from_secs_f64(secs),
                     LabelDelay::Steps(_) => now,
                 },
                 transaction_id: tx.transaction_id,
