@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 KEEP=false; [ "${1:-}" = "--keep" ] && KEEP=true
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fraudstream/target}"
 ROWS="${DEMO_ROWS:-2000000}"
-RATE="${DEMO_RATE:-10000}"
+RATE="${DEMO_RATE:-8000}"
 DATA="${DEMO_DIR:-$HOME/.cache/fraudstream/demo}"
 . deploy/local/env.sh
 export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
@@ -52,9 +52,9 @@ for i in 1 2; do
 done
 "$BIN/sink" --group "$RUN-sink" --metrics-addr 127.0.0.1:9113 --batch-ms 500 >"$DATA/sink.log" 2>&1 &
 pids+=($!)
-# Retrain once 40k new labelled rows are in ClickHouse (this file is re-read every cycle: edit it
+# Retrain once 30k new labelled rows are in ClickHouse (this file is re-read every cycle: edit it
 # while the demo runs to change the thresholds).
-echo '{"min_rows": 40000, "limit": 1000000, "poll_seconds": 1}' >"$DATA/trainer-watch.json"
+echo '{"min_rows": 30000, "limit": 1000000, "poll_seconds": 1}' >"$DATA/trainer-watch.json"
 rm -f "$DATA/trainer-state.json"
 "$BIN/trainer" watch --config "$DATA/trainer-watch.json" --state "$DATA/trainer-state.json" \
   --report "$DATA/reports/latest" --max-rounds 100 --tolerance 0.005 >"$DATA/trainer.log" 2>&1 &
@@ -94,7 +94,7 @@ sql "SELECT concat('v', toString(model_version)) AS version, count() AS predicti
 echo "  event → prediction latency (scored_at - event_time), p50 / p99: $(sql "SELECT arrayStringConcat(arrayMap(x -> concat(toString(round(x)), ' ms'), quantiles(0.5, 0.99)(latency_ms)), ' / ') FROM predictions FINAL")"
 echo "  scorers: $(sum_metric scorer_records_in_total) transactions scored, $(sum_metric scorer_model_swaps_total) model swaps, $(sum_metric scorer_transactions_committed_total) Kafka transactions committed / $(sum_metric scorer_transactions_aborted_total) aborted, $(sum_metric scorer_dlq_total) dead letters"
 echo "  sink: $(metric 9113 sink_batches_total) batches, $(metric 9113 sink_insert_retries_total) insert retries, $(metric 9113 sink_dlq_total) dead letters"
-echo "  trainer: $(grep -c '^trained' "$DATA/trainer.log" || true) retraining(s) from ClickHouse; state $(tr -d ' \n' <"$DATA/trainer-state.json" 2>/dev/null || echo none)"
+echo "  trainer: $(grep -c '^trained' "$DATA/trainer.log" || true) retraining(s) from ClickHouse, $(grep -c '^training skipped' "$DATA/trainer.log" || true) skipped; state $(tr -d ' \n' <"$DATA/trainer-state.json" 2>/dev/null || echo none)"
 echo "  model versions (trainer list):"
 "$BIN/trainer" list | sed 's/^/    /'
 echo "  reports: $DATA/reports/v1.html, $DATA/reports/latest.html"

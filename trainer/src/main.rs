@@ -379,16 +379,17 @@ async fn main() -> Result<()> {
                                 st.last_version = outcome
                                     .and_then(|o| o.record.map(|r| r.version))
                                     .or(st.last_version);
+                                st.last_count = count;
+                                st.trainings += 1;
+                                st.save(&state)?;
+                                done += 1;
+                                if max_trainings.is_some_and(|m| done >= m) {
+                                    break;
+                                }
                             }
-                            // Too little data or no fraud yet: wait for more rather than exit.
-                            Err(e) => eprintln!("training skipped: {e:#}"),
-                        }
-                        st.last_count = count;
-                        st.trainings += 1;
-                        st.save(&state)?;
-                        done += 1;
-                        if max_trainings.is_some_and(|m| done >= m) {
-                            break;
+                            // E.g. no fraud yet in one of the time splits: the count is not
+                            // advanced, so the next cycle tries again with the rows that arrived.
+                            Err(e) => eprintln!("training skipped, retrying next cycle: {e:#}"),
                         }
                     }
                     Ok(_) => {}
