@@ -54,6 +54,8 @@ pub enum SinkError {
     BigQuery(String),
     #[error("stopped while a batch was still being written (it is read again on restart)")]
     Stopped,
+    #[error("the batch writer task failed: {0}")]
+    Writer(String),
 }
 
 /// Everything the sink needs. Built by `main` from flags and env.
@@ -394,8 +396,7 @@ impl Sink {
             self.metrics.paused.set(0);
             result
         };
-        let rows =
-            result.map_err(|e| SinkError::BigQuery(format!("writer task failed: {e}")))??;
+        let rows = result.map_err(|e| SinkError::Writer(e.to_string()))??;
         self.summary.rows += rows;
         self.summary.batches += 1;
         self.summary.retries = self.metrics.retries.get();
