@@ -40,6 +40,8 @@ impl Health {
 #[derive(Clone)]
 struct AppState {
     registry: Registry,
+    /// CPU seconds and RSS (`process_*`, unprefixed: dashboards tell services apart by job).
+    process: Registry,
     health: Arc<Health>,
 }
 
@@ -52,10 +54,18 @@ pub async fn serve(
 ) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let process = Registry::new();
+    process.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health_check))
-        .with_state(AppState { registry, health });
+        .with_state(AppState {
+            registry,
+            process,
+            health,
+        });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server stopped");
@@ -67,7 +77,9 @@ pub async fn serve(
 
 async fn metrics(State(state): State<AppState>) -> (StatusCode, String) {
     let mut buf = Vec::new();
-    match TextEncoder::new().encode(&state.registry.gather(), &mut buf) {
+    let mut families = state.registry.gather();
+    families.extend(state.process.gather());
+    match TextEncoder::new().encode(&families, &mut buf) {
         Ok(()) => (StatusCode::OK, String::from_utf8_lossy(&buf).into_owned()),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -95,13 +107,8 @@ pub struct Registrar {
 impl Registrar {
     /// Metric names will start with `<service>_`.
     pub fn new(service: &str) -> Result<Self> {
-        let registry = Registry::new();
-        // CPU seconds and RSS, unprefixed (`process_*`): the dashboards tell services by job.
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
         Ok(Registrar {
-            registry,
+            registry: Registry::new(),
             prefix: format!("{service}_"),
         })
     }
