@@ -512,22 +512,17 @@ impl Publisher {
                 record: None,
             });
         };
-        let mut version = records
-            .iter()
-            .filter(|r| r.model_name == self.model_name)
-            .map(|r| r.version)
-            .max()
-            .unwrap_or(0);
-        if let Some(ch) = &self.clickhouse {
-            let archived = registry::history(ch, &self.model_name).await?;
-            version = version.max(archived.iter().map(|r| r.version).max().unwrap_or(0));
-        }
+        let archived = match &self.clickhouse {
+            Some(ch) => registry::history(ch, &self.model_name).await?,
+            None => Vec::new(),
+        };
+        let version = registry::next_version(&records, &archived, &self.model_name);
         let window = if ex.first_time > 0 {
             (ex.first_time, ex.last_time)
         } else {
             (ex.first_step as i64, ex.last_step as i64)
         };
-        let record = registry::new_record(&self.model_name, version + 1, trained, status, window);
+        let record = registry::new_record(&self.model_name, version, trained, status, window);
         registry::send_record(&self.kafka, &self.models_topic, &record).await?;
         if let Some(ch) = &self.clickhouse {
             registry::archive(ch, &record, "published").await?;

@@ -92,8 +92,21 @@ pub async fn send_record(
     Ok(())
 }
 
-/// Publishes `trained` as the next version of `model_name`, with `status`. The next version is
-/// one above the highest on the topic and in `archive` (when given). Returns the record.
+/// One above the highest version of `name` on the topic (`records`) and in the archive.
+pub fn next_version(records: &[ModelRecord], archived: &[ArchiveRow], name: &str) -> i32 {
+    let on_topic = records
+        .iter()
+        .filter(|r| r.model_name == name)
+        .map(|r| r.version);
+    let in_archive = archived
+        .iter()
+        .filter(|r| r.model_name == name)
+        .map(|r| r.version);
+    on_topic.chain(in_archive).max().unwrap_or(0) + 1
+}
+
+/// Publishes `trained` as the next version of `model_name` on the topic, with `status`.
+/// Returns the record.
 pub async fn publish_model(
     kafka: &KafkaArgs,
     topic: &str,
@@ -102,14 +115,7 @@ pub async fn publish_model(
     status: ModelStatus,
     window: (i64, i64),
 ) -> Result<ModelRecord, TrainerError> {
-    let version = read_models(kafka, topic)
-        .await?
-        .iter()
-        .filter(|r| r.model_name == model_name)
-        .map(|r| r.version)
-        .max()
-        .unwrap_or(0)
-        + 1;
+    let version = next_version(&read_models(kafka, topic).await?, &[], model_name);
     let record = new_record(model_name, version, trained, status, window);
     send_record(kafka, topic, &record).await?;
     Ok(record)
