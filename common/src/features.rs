@@ -6,8 +6,10 @@
 //! through [`AccountHistory`] in event order; the scorer can do so because Kafka's key is the
 //! origin account, so all of an account's transactions reach the same scorer, in order.
 
+use compact_str::CompactString;
 use fraudstream_schemas::{Transaction, TransactionType};
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 /// How far back the per-account window reaches, in PaySim steps (hours).
 pub const WINDOW_STEPS: i32 = 24;
@@ -87,7 +89,9 @@ pub struct AccountFeatures {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AccountState {
     /// (position, step, amount); position = Kafka offset in the scorer, row index in the trainer.
-    pub recent: Vec<(i64, i32, f64)>,
+    /// Most accounts have one transaction in the window: it is stored inline, without a heap
+    /// allocation of its own.
+    pub recent: SmallVec<[(i64, i32, f64); 1]>,
 }
 
 impl AccountState {
@@ -97,7 +101,7 @@ impl AccountState {
     /// its records are processed again, they see exactly the state they saw the first time.
     pub fn observe(&mut self, position: i64, step: i32, amount: f64) -> AccountFeatures {
         self.recent
-            .retain(|(p, s, _)| *p < position && step - s < WINDOW_STEPS);
+            .retain(|&mut (p, s, _)| p < position && step - s < WINDOW_STEPS);
         let last = self.recent.iter().map(|(_, s, _)| *s).max();
         let features = AccountFeatures {
             count_window: self.recent.len() as f64,
@@ -118,8 +122,10 @@ impl AccountState {
 #[derive(Debug, Default)]
 pub struct AccountHistory {
     /// Keyed by account name; FxHash because this lookup runs once per scored transaction and
-    /// the keys come from our own stream (no hash-flooding risk worth SipHash's cost).
-    pub accounts: FxHashMap<String, AccountState>,
+    /// the keys come from our own stream (no hash-flooding risk worth SipHash's cost). Names up
+    /// to 24 bytes (PaySim's are 10-11) are stored inside the table: a lookup touches one place
+    /// in memory instead of three (table, key string, state vector).
+    pub accounts: FxHashMap<CompactString, AccountState>,
 }
 
 impl AccountHistory {
@@ -135,10 +141,18 @@ impl AccountHistory {
             None => {
                 let mut s = AccountState::default();
                 let f = s.observe(position, step, amount);
-                self.accounts.insert(name_orig.to_string(), s);
+                self.accounts.insert(CompactString::from(name_orig), s);
                 f
             }
         }
+    }
+
+    /// The newest step seen, if any.
+    pub fn latest_step(&self) -> Option<i32> {
+        self.accounts
+            .values()
+            .flat_map(|s| s.recent.iter().map(|(_, step, _)| *step))
+            .max()
     }
 
     /// Drops accounts with nothing inside the window at `step` (keeps memory bounded).

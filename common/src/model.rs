@@ -47,6 +47,20 @@ pub struct LoadedModel {
     booster: Booster,
 }
 
+/// Caps the threads every LightGBM call in this process may use (`LGBM_SetMaxThreads`).
+///
+/// The scorer uses 1: it scales out with partitions and instances, and an OpenMP team on a busy
+/// machine costs more than it saves. Its threads spin at each parallel region's barrier while
+/// waiting for a team member that the OS has descheduled (measured: ~12% of the scoring thread on
+/// 2 cores shared with librdkafka and the broker). OpenMP's own environment variables cannot do
+/// this from `main`: libgomp reads them when it is loaded, before `main` runs.
+pub fn limit_threads(n: i32) {
+    // SAFETY: sets a process-wide integer in LightGBM; no pointers involved.
+    unsafe {
+        lightgbm3_sys::LGBM_SetMaxThreads(n);
+    }
+}
+
 /// Model text, compressed for the record when large (LightGBM text compresses ~5x).
 pub fn pack_model_text(text: &str) -> (Compression, Vec<u8>) {
     if text.len() > 64 * 1024 {
@@ -119,8 +133,7 @@ impl LoadedModel {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        // num_threads=0: OpenMP's default, i.e. OMP_NUM_THREADS, which the process sets (the
-        // scorer: 2 unless the user says otherwise).
+        // num_threads=0: as many as `limit_threads` allows.
         self.booster
             .predict_with_params(rows, N_FEATURES as i32, true, "num_threads=0")
     }

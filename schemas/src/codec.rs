@@ -1,9 +1,9 @@
 //! Confluent wire format through a schema registry.
 //!
 //! Registration and schema lookup by id go through `schema_registry_converter` (cached, one
-//! request per subject or id per process). The Avro body itself is written and read with
-//! apache-avro's schema-aware serde, without the intermediate `Value` tree, because this sits on
-//! the hot path of every service (hundreds of thousands of records per second).
+//! request per subject or id per process). The Avro body of the hot-path records (transactions,
+//! predictions, labels) is written and read by hand (`binary.rs`, checked byte for byte against
+//! apache-avro in its tests); other records use apache-avro's schema-aware serde.
 //! A record written with a different schema than ours (an older or newer producer) is resolved
 //! against our schema first, so adding an optional field never breaks a running consumer.
 
@@ -33,6 +33,12 @@ pub enum SchemaError {
         record: &'static str,
         source: apache_avro::Error,
     },
+    #[error("Avro body of a {record} (writer schema id {schema_id}): {reason}")]
+    Body {
+        record: &'static str,
+        schema_id: u32,
+        reason: String,
+    },
     #[error("Avro decoding as {record} (writer schema id {schema_id}) failed: {source}")]
     Decode {
         record: &'static str,
@@ -41,11 +47,11 @@ pub enum SchemaError {
     },
 }
 
-/// A writer schema fetched by id, and whether it is exactly the schema of one of our types
-/// (then the fast, resolution-free reader applies).
+/// A writer schema fetched by id, with its fingerprint: equal to one of our types' means that
+/// type reads it without resolution.
 struct WriterSchema {
     schema: Schema,
-    canonical: String,
+    fingerprint: u64,
 }
 
 /// Encodes and decodes [`AvroRecord`]s in the Confluent wire format. Cheap to share (`Arc`).
@@ -111,6 +117,15 @@ impl Codec {
         encode_with_id(id, value)
     }
 
+    /// Like [`Codec::encode_with_id`], appending to `out` (many records in one buffer).
+    pub fn encode_into<T: AvroRecord>(
+        id: u32,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SchemaError> {
+        encode_into(id, value, out)
+    }
+
     /// The writer schema with registry id `id` (fetched once, then cached).
     async fn writer_schema(&self, id: u32) -> Result<Arc<WriterSchema>, SchemaError> {
         if let Some(w) = self.writers.read().unwrap().get(&id) {
@@ -122,7 +137,7 @@ impl Codec {
             .await
             .map_err(|e| self.registry_error(e))?;
         let writer = Arc::new(WriterSchema {
-            canonical: fetched.parsed.canonical_form(),
+            fingerprint: crate::types::fingerprint_of(&fetched.parsed),
             schema: fetched.parsed.clone(),
         });
         self.writers.write().unwrap().insert(id, writer.clone());
@@ -165,14 +180,23 @@ pub(crate) fn split_wire_format(payload: &[u8]) -> Result<(u32, &[u8]), SchemaEr
 
 fn encode_with_id<T: AvroRecord>(id: u32, value: &T) -> Result<Vec<u8>, SchemaError> {
     let mut out = Vec::with_capacity(160);
+    encode_into(id, value, &mut out)?;
+    Ok(out)
+}
+
+fn encode_into<T: AvroRecord>(id: u32, value: &T, out: &mut Vec<u8>) -> Result<(), SchemaError> {
     out.push(0);
     out.extend_from_slice(&id.to_be_bytes());
-    let err = |source| SchemaError::Encode {
-        record: type_name::<T>(),
-        source,
-    };
-    T::datum_writer().write_ser(&mut out, value).map_err(err)?;
-    Ok(out)
+    if value.write_binary(out) {
+        return Ok(());
+    }
+    T::datum_writer()
+        .write_ser(out, value)
+        .map_err(|source| SchemaError::Encode {
+            record: type_name::<T>(),
+            source,
+        })?;
+    Ok(())
 }
 
 fn decode_body<T: AvroRecord>(
@@ -185,8 +209,17 @@ fn decode_body<T: AvroRecord>(
         schema_id: id,
         source,
     };
-    if writer.canonical == T::canonical_form() {
-        // Same schema as ours: read straight into T.
+    if writer.fingerprint == T::fingerprint() {
+        // Same schema as ours: read straight into T, by hand when the type has a binary form.
+        if let Some(read) = T::read_binary(body) {
+            let (value, rest) = read.map_err(|reason| SchemaError::Body {
+                record: type_name::<T>(),
+                schema_id: id,
+                reason,
+            })?;
+            trailing_bytes_check(rest, id)?;
+            return Ok(value);
+        }
         let reader = GenericDatumReader::builder(&writer.schema)
             .human_readable(false)
             .build()
@@ -249,7 +282,7 @@ mod tests {
     fn writer_for<T: AvroRecord>() -> WriterSchema {
         WriterSchema {
             schema: T::schema().clone(),
-            canonical: T::schema().canonical_form(),
+            fingerprint: T::fingerprint(),
         }
     }
 
@@ -323,7 +356,7 @@ mod tests {
             .write_value_to_vec(record)
             .unwrap();
         let writer = WriterSchema {
-            canonical: newer.canonical_form(),
+            fingerprint: crate::types::fingerprint_of(&newer),
             schema: newer,
         };
         let back: Transaction = decode_body(&writer, 9, &body).unwrap();

@@ -5,6 +5,7 @@
 //! Every service encodes with [`Codec::encode`] and decodes with [`Codec::decode`]; schemas are
 //! registered under `<topic>-value` on first use, so a fresh registry needs no set-up step.
 
+mod binary;
 mod codec;
 mod types;
 

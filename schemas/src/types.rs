@@ -12,14 +12,46 @@ pub trait AvroRecord: Serialize + DeserializeOwned {
     const SCHEMA_JSON: &'static str;
     /// The parsed schema (parsed once per process).
     fn schema() -> &'static Schema;
-    /// The schema's parsing canonical form: equal forms mean no resolution is needed.
-    fn canonical_form() -> &'static str;
+    /// The 64-bit Rabin fingerprint of the schema's parsing canonical form (the Avro spec's schema
+    /// identity): a writer schema with the same fingerprint needs no resolution.
+    fn fingerprint() -> u64;
     /// A writer for the schema, built once (it resolves named types up front).
     fn datum_writer() -> &'static GenericDatumWriter<'static>;
+    /// Appends the Avro body by hand when the type has a hand-written form (`binary.rs`);
+    /// `false` means use serde.
+    fn write_binary(&self, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+    /// Reads an Avro body of exactly our schema by hand, returning the value and the bytes left;
+    /// `None` when the type has no hand-written form.
+    fn read_binary(_body: &[u8]) -> Option<Result<(Self, &[u8]), String>> {
+        None
+    }
+}
+
+/// The fingerprint [`AvroRecord::fingerprint`] compares.
+pub(crate) fn fingerprint_of(schema: &Schema) -> u64 {
+    let bytes = schema.fingerprint::<apache_avro::rabin::Rabin>().bytes;
+    u64::from_le_bytes(bytes.try_into().expect("a Rabin fingerprint is 8 bytes"))
 }
 
 macro_rules! avro_record {
+    ($ty:ty, $file:literal, binary) => {
+        avro_record!($ty, $file, {
+            fn write_binary(&self, out: &mut Vec<u8>) -> bool {
+                crate::binary::Binary::write(self, &mut crate::binary::Writer(out));
+                true
+            }
+            fn read_binary(body: &[u8]) -> Option<Result<(Self, &[u8]), String>> {
+                let mut r = crate::binary::Reader::new(body);
+                Some(<Self as crate::binary::Binary>::read(&mut r).map(|v| (v, r.rest())))
+            }
+        });
+    };
     ($ty:ty, $file:literal) => {
+        avro_record!($ty, $file, {});
+    };
+    ($ty:ty, $file:literal, { $($extra:item)* }) => {
         impl AvroRecord for $ty {
             const SCHEMA_JSON: &'static str = include_str!(concat!("../avsc/", $file));
             fn schema() -> &'static Schema {
@@ -32,9 +64,9 @@ macro_rules! avro_record {
                     ))
                 })
             }
-            fn canonical_form() -> &'static str {
-                static FORM: OnceLock<String> = OnceLock::new();
-                FORM.get_or_init(|| Self::schema().canonical_form())
+            fn fingerprint() -> u64 {
+                static FINGERPRINT: OnceLock<u64> = OnceLock::new();
+                *FINGERPRINT.get_or_init(|| fingerprint_of(Self::schema()))
             }
             fn datum_writer() -> &'static GenericDatumWriter<'static> {
                 static WRITER: OnceLock<GenericDatumWriter<'static>> = OnceLock::new();
@@ -45,6 +77,7 @@ macro_rules! avro_record {
                         .expect(concat!("avsc/", $file, " resolves"))
                 })
             }
+            $($extra)*
         }
     };
 }
@@ -121,7 +154,7 @@ pub struct Transaction {
     pub newbalance_dest: f64,
     pub is_flagged_fraud: bool,
 }
-avro_record!(Transaction, "transaction.avsc");
+avro_record!(Transaction, "transaction.avsc", binary);
 
 /// Late ground truth (`avsc/label.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,7 +163,7 @@ pub struct Label {
     pub is_fraud: bool,
     pub labelled_at: i64,
 }
-avro_record!(Label, "label.avsc");
+avro_record!(Label, "label.avsc", binary);
 
 /// One feature's contribution to an alert's score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,7 +191,7 @@ pub struct Prediction {
     pub challenger_version: Option<i32>,
     pub top_reasons: Vec<Reason>,
 }
-avro_record!(Prediction, "prediction.avsc");
+avro_record!(Prediction, "prediction.avsc", binary);
 
 /// How `ModelRecord::model_text` is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

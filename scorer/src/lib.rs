@@ -683,12 +683,7 @@ impl Engine {
             if last_evict.elapsed() >= Duration::from_secs(30) {
                 last_evict = Instant::now();
                 for h in histories.values_mut() {
-                    if let Some(step) = h
-                        .accounts
-                        .values()
-                        .flat_map(|s| s.recent.iter().map(|(_, st, _)| *st))
-                        .max()
-                    {
+                    if let Some(step) = h.latest_step() {
                         h.evict_expired(step);
                     }
                 }

@@ -70,6 +70,11 @@ struct Cli {
     /// Stop cleanly after this many records (benchmarks).
     #[arg(long, hide = true)]
     stop_after: Option<u64>,
+    /// Threads each LightGBM call may use. 1 scales best: add partitions and instances instead
+    /// (on a busy machine an OpenMP team spends its time waiting for descheduled members).
+    #[arg(long, env = "FRAUDSTREAM_LIGHTGBM_THREADS", default_value_t = 1,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    lightgbm_threads: i32,
     /// Address of /metrics and /health.
     #[arg(
         long,
@@ -80,20 +85,13 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
-    // Before any thread exists: LightGBM's OpenMP must not spin. The scorer scales out with
-    // instances and partitions, and a spinning OpenMP team (predict_contrib uses every core by
-    // default) took ~10% of the CPU that librdkafka needs. A user's own setting wins.
-    for (key, value) in [("OMP_NUM_THREADS", "2"), ("OMP_WAIT_POLICY", "PASSIVE")] {
-        if std::env::var_os(key).is_none() {
-            std::env::set_var(key, value);
-        }
-    }
     tokio::runtime::Runtime::new()?.block_on(run_scorer())
 }
 
 async fn run_scorer() -> Result<()> {
     let cli = Cli::parse();
     let _telemetry = telemetry::init("scorer", &cli.telemetry)?;
+    fraudstream_common::model::limit_threads(cli.lightgbm_threads);
     let metrics = Arc::new(ScorerMetrics::new()?);
     let health = Health::new();
     server::serve(cli.metrics_addr, metrics.registry.clone(), health.clone()).await?;

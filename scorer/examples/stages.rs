@@ -1,0 +1,124 @@
+//! CPU cost per record of each scoring stage, without Kafka (for `make bench`).
+//!
+//! `stages CSV MODEL [ROWS]`: encodes ROWS transactions of a PaySim CSV as the producer does, then
+//! times decode → features → predict → reasons → encode over them in batches, as the scorer does.
+use fraudstream_common::features::{push_features, AccountHistory, TxView, N_FEATURES};
+use fraudstream_common::model::LoadedModel;
+use fraudstream_schemas::{Codec, Prediction, Transaction};
+use std::time::Instant;
+
+// As in the scorer: allocation costs are part of what this measures.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let csv = std::path::Path::new(&args[1]);
+    let model_text = std::fs::read_to_string(&args[2])?;
+    let limit: usize = args.get(3).map_or(Ok(usize::MAX), |s| s.parse())?;
+    let threads = std::env::var("LIGHTGBM_THREADS").map_or(Ok(1), |s| s.parse())?;
+    fraudstream_common::model::limit_threads(threads);
+    let registry = std::env::var("SCHEMA_REGISTRY_URL")?;
+    let codec = Codec::new(&registry);
+    let id = codec.schema_id::<Transaction>("stages-tx").await?;
+    let pid = codec.schema_id::<Prediction>("stages-out").await?;
+    let mut reader = producer::paysim::CsvReader::open(csv)?;
+    let mut payloads = Vec::new();
+    while let Some((line, row)) = reader.next_row()? {
+        let Ok(r) = row else { continue };
+        let tx = Transaction {
+            transaction_id: format!("stages-{line}"),
+            event_time: 1_700_000_000_000,
+            step: r.step,
+            tx_type: r.tx_type,
+            amount: r.amount,
+            name_orig: r.name_orig,
+            oldbalance_org: r.oldbalance_org,
+            newbalance_orig: r.newbalance_orig,
+            name_dest: r.name_dest,
+            oldbalance_dest: r.oldbalance_dest,
+            newbalance_dest: r.newbalance_dest,
+            is_flagged_fraud: r.is_flagged_fraud,
+        };
+        payloads.push(codec.encode("stages-tx", &tx).await?);
+        if payloads.len() >= limit {
+            break;
+        }
+    }
+    let _ = id;
+    // Warm the writer-schema cache.
+    let _: Transaction = codec.decode(&payloads[0]).await?;
+    let record = scorer::bootstrap_record("paysim", model_text, 0.5);
+    let model = LoadedModel::from_record(&record)?;
+    let n = payloads.len();
+    let batch = 5000;
+    let mut t = [0f64; 5];
+    let mut history = AccountHistory::default();
+    let mut alerts = 0;
+    for (b, chunk) in payloads.chunks(batch).enumerate() {
+        let s = Instant::now();
+        let txs: Vec<Transaction> = chunk
+            .iter()
+            .map(|p| codec.decode_cached(p).unwrap().unwrap())
+            .collect();
+        t[0] += s.elapsed().as_secs_f64();
+        let s = Instant::now();
+        let mut rows = Vec::with_capacity(chunk.len() * N_FEATURES);
+        for (i, tx) in txs.iter().enumerate() {
+            let a = history.observe(&tx.name_orig, (b * batch + i) as i64, tx.step, tx.amount);
+            push_features(&TxView::from(tx), a, &mut rows);
+        }
+        t[1] += s.elapsed().as_secs_f64();
+        let s = Instant::now();
+        let scores = model.predict(&rows)?;
+        t[2] += s.elapsed().as_secs_f64();
+        let s = Instant::now();
+        let mut alert_rows = Vec::new();
+        for (i, sc) in scores.iter().enumerate() {
+            if *sc >= 0.5 {
+                alert_rows.extend_from_slice(&rows[i * N_FEATURES..(i + 1) * N_FEATURES]);
+            }
+        }
+        let reasons = model.top_reasons(&alert_rows, 3)?;
+        alerts += reasons.len();
+        t[3] += s.elapsed().as_secs_f64();
+        let s = Instant::now();
+        let mut reasons = reasons.into_iter();
+        for (tx, score) in txs.into_iter().zip(scores) {
+            let p = Prediction {
+                transaction_id: tx.transaction_id,
+                name_orig: tx.name_orig,
+                tx_type: tx.tx_type,
+                amount: tx.amount,
+                event_time: tx.event_time,
+                scored_at: 1,
+                score,
+                is_alert: score >= 0.5,
+                threshold: 0.5,
+                model_name: "paysim".into(),
+                model_version: 1,
+                challenger_score: None,
+                challenger_version: None,
+                top_reasons: if score >= 0.5 {
+                    reasons.next().unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+            };
+            std::hint::black_box(Codec::encode_with_id(pid, &p)?);
+        }
+        t[4] += s.elapsed().as_secs_f64();
+    }
+    let names = ["decode", "features", "predict", "reasons", "encode"];
+    let total: f64 = t.iter().sum();
+    for (name, secs) in names.iter().zip(t) {
+        println!("{name:>10}: {:7.3} µs/record", secs * 1e6 / n as f64);
+    }
+    println!(
+        "{:>10}: {:7.3} µs/record ({n} records, {alerts} alerts)",
+        "total",
+        total * 1e6 / n as f64
+    );
+    Ok(())
+}
