@@ -9,6 +9,11 @@
 //! rewinds to the committed offsets, so the work is redone and each transaction ends up with
 //! exactly one committed prediction.
 //!
+//! Two threads per instance: the Kafka thread polls, sends and commits; the scoring stage
+//! (`stage.rs`) decodes, scores and encodes one batch while the Kafka thread polls the next and
+//! sends the previous one. A transaction only ever holds the offsets of records whose outputs it
+//! holds too, so the pipeline changes nothing about exactly-once.
+//!
 //! Per-account state (count/sum over the window, steps since last) is rebuilt on assignment by
 //! re-reading the partition's recent input (`state_lookback` records before the first offset to
 //! score). Because the Kafka key is the origin account, a partition holds all of its accounts'
@@ -17,8 +22,9 @@
 
 pub mod metrics;
 pub mod models;
+mod stage;
 
-use fraudstream_common::features::{push_features, AccountHistory, TxView, N_FEATURES};
+use fraudstream_common::features::AccountHistory;
 use fraudstream_common::kafka::{
     dead_letter_headers, drain, ensure_topics, read_partition_range, KafkaArgs, TopicSpec,
     BULK_FETCH,
@@ -31,13 +37,13 @@ use metrics::ScorerMetrics;
 use models::{ModelEvent, ModelSet};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use std::collections::HashMap;
+use stage::{Batch, Output, RawRecord, Scored};
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -189,7 +195,7 @@ struct ScorerContext {
     topic: String,
     metrics: Arc<ScorerMetrics>,
     fatal: Arc<Mutex<Option<String>>>,
-    /// Bumped on every assignment: records polled before it are dropped (see the poll loop).
+    /// Bumped on every revocation and assignment: records polled before are dropped.
     generation: Arc<AtomicU64>,
 }
 
@@ -207,6 +213,11 @@ impl ConsumerContext for ScorerContext {
             if let Err(e) = txn.commit(&self.topic, consumer, &self.metrics) {
                 *self.fatal.lock().unwrap() = Some(e.to_string());
             }
+            // Records polled before this point (in a batch being polled or scored) belong to the
+            // partitions just given up: they must not be sent, even if the assignment that follows
+            // (in a later poll) hands the same partitions back; they are polled again from the
+            // offsets just committed.
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -273,6 +284,7 @@ pub async fn run(
         prediction_schema,
         alert_schema,
     };
+    let engine = Arc::new(engine);
     let summary = tokio::task::spawn_blocking(move || engine.run(events, bootstrap))
         .await
         .map_err(|e| ScorerError::Scoring(format!("scoring thread panicked: {e}")))?;
@@ -290,6 +302,10 @@ struct Engine {
     prediction_schema: u32,
     alert_schema: u32,
 }
+
+/// Batches handed to the scoring stage and not yet sent: one being scored while the next is
+/// polled. More would only add latency: the stage is the slower side.
+const PIPELINE_DEPTH: usize = 2;
 
 /// Producer settings; `-X` overrides any of them.
 const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
@@ -428,15 +444,59 @@ impl Engine {
     }
 
     fn run(
-        self,
+        self: Arc<Self>,
         events: Receiver<ModelEvent>,
         bootstrap: Option<String>,
     ) -> Result<RunSummary, ScorerError> {
-        let mut models = self.initial_models(&events, bootstrap)?;
         let mut summary = RunSummary::default();
-        if self.stop.load(Ordering::Relaxed) {
-            return Ok(summary);
-        }
+        // The scoring stage loads the models first (the models topic read to its end), then
+        // scores the batches this thread sends it.
+        let (batches, stage_batches) = std::sync::mpsc::sync_channel::<Arc<Batch>>(PIPELINE_DEPTH);
+        let (stage_scored, scored) = std::sync::mpsc::channel();
+        let (stage_ready, ready) = std::sync::mpsc::channel();
+        let engine = self.clone();
+        let stage = std::thread::Builder::new()
+            .name("scoring".into())
+            .spawn(move || {
+                stage::run(
+                    engine,
+                    events,
+                    bootstrap,
+                    stage_ready,
+                    stage_batches,
+                    stage_scored,
+                )
+            })
+            .map_err(|e| ScorerError::Scoring(format!("cannot start the scoring thread: {e}")))?;
+        let result = match ready.recv() {
+            Ok(Ok(model)) => self.run_kafka(&model, &batches, &scored, &mut summary),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Ok(()), // stopped before a champion was known
+        };
+        drop(batches); // the stage ends when its input closes
+        let _ = stage.join();
+        result?;
+        // Also ends the model watcher when we stop on our own (--stop-after).
+        self.stop.store(true, Ordering::Relaxed);
+        tracing::info!(?summary, "scorer stopped");
+        Ok(summary)
+    }
+
+    /// The Kafka side: polls batches and hands them to the stage, sends what it scored inside the
+    /// open transaction with the batch's offsets, and commits every `commit_interval`.
+    ///
+    /// Exactly-once with a batch in flight: a transaction only ever holds the offsets of records
+    /// whose outputs it also holds (offsets are added when a scored batch is sent, not when it is
+    /// polled). A rebalance (inside `poll`) or an aborted commit bumps the generation; batches
+    /// polled before it are dropped when they come back, because their records are polled again
+    /// from the committed offsets.
+    fn run_kafka(
+        &self,
+        model: &str,
+        batches: &SyncSender<Arc<Batch>>,
+        scored: &Receiver<Result<Scored, ScorerError>>,
+        summary: &mut RunSummary,
+    ) -> Result<(), ScorerError> {
         let producer: BaseProducer = self
             .cfg
             .kafka
@@ -467,229 +527,93 @@ impl Engine {
         // Declared after the consumer, so dropped before it: see `AbortOnExit`.
         let _abort_on_exit = AbortOnExit(txn.clone());
         consumer.subscribe(&[&self.cfg.input_topic])?;
-        self.health.set_ready(format!(
-            "scoring with {} v{}",
-            self.cfg.model_name,
-            models.champion.as_ref().map_or(0, |m| m.version)
-        ));
+        self.health.set_ready(format!("scoring with {model}"));
 
-        let mut histories: HashMap<i32, AccountHistory> = HashMap::new();
+        let mut in_flight: VecDeque<Arc<Batch>> = VecDeque::new();
         let mut last_lag = Instant::now();
-        let mut last_evict = Instant::now();
-        let mut rows: Vec<f64> = Vec::with_capacity(self.cfg.max_batch * N_FEATURES);
-        let mut batch: Vec<(i32, i64, Transaction)> = Vec::with_capacity(self.cfg.max_batch);
         let mut first_record: Option<Instant> = None;
         let stop_after = self.cfg.stop_after.unwrap_or(u64::MAX);
-        while !self.stop.load(Ordering::Relaxed) && summary.records < stop_after {
-            // New models are swapped in between batches: scoring never waits for a load.
-            loop {
-                match events.try_recv() {
-                    Ok(ModelEvent::Record(r)) => {
-                        models.apply(&r, &self.cfg.model_name, &self.metrics)
-                    }
-                    Ok(ModelEvent::Undecodable(e)) => models.refuse(e, &self.metrics),
-                    Ok(ModelEvent::CaughtUp) => {}
-                    Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
-                }
-            }
-            let champion = models
-                .champion
-                .as_ref()
-                .expect("a champion is loaded before scoring starts");
-
-            // Poll a batch: wait for the first record, then take what is already there.
-            let mut polled: Vec<BorrowedMessage<'_>> = Vec::new();
-            let mut timeout = Duration::from_millis(50);
-            while polled.len() < self.cfg.max_batch {
-                let before = generation.load(Ordering::Acquire);
-                let next = consumer.poll(timeout);
-                if generation.load(Ordering::Acquire) != before {
-                    // A rebalance ran inside this poll: the open transaction was committed without
-                    // the records polled so far, and the new assignment fetches from the committed
-                    // offsets, so those records come again. Scoring them now would duplicate them.
-                    polled.clear();
-                    histories.clear();
-                }
-                match next {
-                    Some(Ok(m)) => polled.push(m),
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "consumer error");
-                        break;
-                    }
-                    None => break,
-                }
-                timeout = Duration::ZERO;
-            }
+        loop {
+            let in_flight_records: u64 = in_flight.iter().map(|b| b.records.len() as u64).sum();
+            let stopping = self.stop.load(Ordering::Relaxed)
+                || summary.records + in_flight_records >= stop_after;
             if let Some(e) = fatal.lock().unwrap().take() {
                 return Err(ScorerError::Transaction(e));
             }
-            // Forget state of partitions that are no longer ours.
-            let assigned: Vec<i32> = consumer
-                .assignment()?
-                .elements()
-                .iter()
-                .map(|e| e.partition())
-                .collect();
-            histories.retain(|p, _| assigned.contains(p));
-
-            let mut txn_guard = txn.lock().unwrap();
-            let t = &mut *txn_guard;
-            if !polled.is_empty() && self.cfg.passthrough {
-                t.begin()?;
-                first_record.get_or_insert_with(Instant::now);
-                for m in &polled {
-                    summary.records += 1;
-                    t.offsets.insert(m.partition(), m.offset() + 1);
-                    let mut record = BaseRecord::<[u8], [u8]>::to(&self.cfg.predictions_topic);
-                    if let Some(k) = m.key() {
-                        record = record.key(k);
+            // Send what the stage has scored; wait for it when the pipeline is full or draining.
+            let mut waited = false;
+            loop {
+                let must_wait =
+                    in_flight.len() >= PIPELINE_DEPTH || (stopping && !in_flight.is_empty());
+                let next = if must_wait && !waited {
+                    waited = true;
+                    Some(scored.recv().map_err(|_| stage_stopped())?)
+                } else {
+                    match scored.try_recv() {
+                        Ok(r) => Some(r),
+                        Err(TryRecvError::Empty) => None,
+                        Err(TryRecvError::Disconnected) => return Err(stage_stopped()),
                     }
-                    if let Some(p) = m.payload() {
-                        record = record.payload(p);
-                    }
-                    send(&t.producer, record)?;
-                }
-                t.producer.poll(Duration::ZERO);
-            } else if !polled.is_empty() {
-                // One span per batch (exported over OTLP when configured): decode → features →
-                // LightGBM → produce. Per record would cost more than the work it describes.
-                let _span = tracing::info_span!("score_batch", records = polled.len()).entered();
-                t.begin()?;
-                first_record.get_or_insert_with(Instant::now);
-                let started = Instant::now();
-                rows.clear();
-                batch.clear();
-                for m in &polled {
-                    self.metrics.records_in.inc();
-                    summary.records += 1;
-                    let (p, o) = (m.partition(), m.offset());
-                    t.offsets.insert(p, o + 1);
-                    let decoded = m
-                        .payload()
-                        .ok_or_else(|| {
-                            "empty payload (tombstone) on the transactions topic".to_string()
-                        })
-                        .and_then(|pl| self.decode(pl).map_err(|e| e.to_string()));
-                    match decoded {
-                        Ok(tx) => {
-                            if let std::collections::hash_map::Entry::Vacant(e) = histories.entry(p)
-                            {
-                                e.insert(self.rebuild_state(p, o)?);
-                            }
-                            let account = histories.get_mut(&p).unwrap().observe(
-                                &tx.name_orig,
-                                o,
-                                tx.step,
-                                tx.amount,
-                            );
-                            push_features(&TxView::from(&tx), account, &mut rows);
-                            batch.push((p, o, tx));
-                        }
-                        Err(reason) => {
-                            self.dead_letter(&t.producer, m, &reason)?;
-                            summary.dead_letters += 1;
-                        }
-                    }
-                }
-                let scores = champion
-                    .predict(&rows)
-                    .map_err(|e| ScorerError::Scoring(e.to_string()))?;
-                let shadow = match &models.challenger {
-                    Some(c) => Some((
-                        c.version,
-                        c.predict(&rows)
-                            .map_err(|e| ScorerError::Scoring(e.to_string()))?,
-                    )),
-                    None => None,
                 };
-                self.metrics.batch_size.observe(batch.len() as f64);
-                self.metrics
-                    .scoring_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                // Reasons only for alerting rows, in one call.
-                let alerting: Vec<usize> = (0..batch.len())
-                    .filter(|i| scores[*i] >= champion.threshold)
-                    .collect();
-                let mut alert_rows = Vec::with_capacity(alerting.len() * N_FEATURES);
-                for i in &alerting {
-                    alert_rows.extend_from_slice(&rows[i * N_FEATURES..(i + 1) * N_FEATURES]);
-                }
-                let mut reasons = champion
-                    .top_reasons(&alert_rows, 3)
-                    .map_err(|e| ScorerError::Scoring(e.to_string()))?
-                    .into_iter();
-                let scored_at = now_millis();
-                for (i, (_, _, tx)) in batch.iter().enumerate() {
-                    let score = scores[i];
-                    let is_alert = score >= champion.threshold;
-                    let top_reasons = if is_alert {
-                        reasons.next().unwrap_or_default()
-                    } else {
-                        Vec::new()
-                    };
-                    let prediction = Prediction {
-                        transaction_id: tx.transaction_id.clone(),
-                        name_orig: tx.name_orig.clone(),
-                        tx_type: tx.tx_type,
-                        amount: tx.amount,
-                        event_time: tx.event_time,
-                        scored_at,
-                        score,
-                        is_alert,
-                        threshold: champion.threshold,
-                        model_name: champion.name.clone(),
-                        model_version: champion.version,
-                        challenger_score: shadow.as_ref().map(|(_, s)| s[i]),
-                        challenger_version: shadow.as_ref().map(|(v, _)| *v),
-                        top_reasons,
-                    };
-                    let payload = Codec::encode_with_id(self.prediction_schema, &prediction)?;
-                    send(
-                        &t.producer,
-                        BaseRecord::to(&self.cfg.predictions_topic)
-                            .key(tx.name_orig.as_str())
-                            .payload(&payload[..]),
-                    )?;
-                    summary.predictions += 1;
-                    self.metrics.predictions_out.inc();
-                    if is_alert {
-                        let payload = Codec::encode_with_id(self.alert_schema, &prediction)?;
-                        send(
-                            &t.producer,
-                            BaseRecord::to(&self.cfg.alerts_topic)
-                                .key(tx.name_orig.as_str())
-                                .payload(&payload[..]),
-                        )?;
-                        summary.alerts += 1;
-                        self.metrics.alerts.inc();
-                    }
-                    self.metrics
-                        .end_to_end_seconds
-                        .observe((now_millis() - tx.event_time).max(0) as f64 / 1000.0);
-                }
-                t.producer.poll(Duration::ZERO);
+                let Some(result) = next else { break };
+                let batch = in_flight
+                    .pop_front()
+                    .expect("a result is for a batch in flight");
+                self.send_scored(&txn, &generation, &batch, result?, summary)?;
             }
+            if stopping && in_flight.is_empty() {
+                break;
+            }
+            if !stopping {
+                // With a batch being scored, take what is there; otherwise wait a little for it.
+                let timeout = if in_flight.is_empty() {
+                    Duration::from_millis(50)
+                } else {
+                    Duration::ZERO
+                };
+                let batch = self.poll_batch(&consumer, &generation, timeout)?;
+                if !batch.records.is_empty() {
+                    first_record.get_or_insert_with(Instant::now);
+                    if self.cfg.passthrough {
+                        self.forward(&txn, &batch, summary)?;
+                    } else {
+                        let batch = Arc::new(batch);
+                        in_flight.push_back(batch.clone());
+                        batches.send(batch).map_err(|_| stage_stopped())?;
+                    }
+                } else if !in_flight.is_empty() {
+                    // Nothing new: wait for the batch in flight instead of spinning.
+                    match scored.recv_timeout(Duration::from_millis(50)) {
+                        Ok(result) => {
+                            let batch = in_flight
+                                .pop_front()
+                                .expect("a result is for a batch in flight");
+                            self.send_scored(&txn, &generation, &batch, result?, summary)?;
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return Err(stage_stopped()),
+                    }
+                }
+            }
+            let mut t = txn.lock().unwrap();
             if t.open && t.opened_at.elapsed() >= self.cfg.commit_interval {
                 let rewind = t.commit(&self.cfg.input_topic, &consumer, &self.metrics)?;
-                drop(txn_guard);
-                self.rewind(&consumer, &rewind)?;
+                drop(t);
+                if !rewind.is_empty() {
+                    // Batches in flight hold records after the aborted ones: all of them are
+                    // polled again, and their results (of the old generation) dropped.
+                    generation.fetch_add(1, Ordering::AcqRel);
+                    self.rewind(&consumer)?;
+                }
             } else {
-                drop(txn_guard);
+                drop(t);
             }
             if last_lag.elapsed() >= Duration::from_secs(5) {
                 last_lag = Instant::now();
                 self.report_lag(&consumer);
             }
-            if last_evict.elapsed() >= Duration::from_secs(30) {
-                last_evict = Instant::now();
-                for h in histories.values_mut() {
-                    if let Some(step) = h.latest_step() {
-                        h.evict_expired(step);
-                    }
-                }
-            }
         }
-        // Clean shutdown: commit what was scored, leave the group.
+        // Clean shutdown: commit what was sent, leave the group.
         let rewind = txn
             .lock()
             .unwrap()
@@ -699,32 +623,146 @@ impl Engine {
             tracing::warn!("the last transaction was aborted at shutdown; its records will be scored again by the group");
         }
         consumer.unsubscribe();
-        // Also ends the model watcher when we stop on our own (--stop-after).
-        self.stop.store(true, Ordering::Relaxed);
-        tracing::info!(?summary, "scorer stopped");
-        Ok(summary)
+        Ok(())
     }
 
-    /// After an abort: go back to the committed offsets of the partitions we still own.
-    fn rewind(
+    /// Polls a batch: waits up to `timeout` for the first record, then takes what is already
+    /// there, up to `max_batch`.
+    fn poll_batch(
         &self,
         consumer: &BaseConsumer<ScorerContext>,
-        partitions: &[i32],
+        generation: &AtomicU64,
+        mut timeout: Duration,
+    ) -> Result<Batch, ScorerError> {
+        let mut batch = Batch::default();
+        while batch.records.len() < self.cfg.max_batch {
+            let before = generation.load(Ordering::Acquire);
+            let next = consumer.poll(timeout);
+            if generation.load(Ordering::Acquire) != before {
+                // A rebalance ran inside this poll: the open transaction was committed without
+                // the records polled so far, and the new assignment fetches from the committed
+                // offsets, so those records come again. Scoring them now would duplicate them.
+                batch.clear();
+            }
+            match next {
+                Some(Ok(m)) => batch.push(m.partition(), m.offset(), m.key(), m.payload()),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    break;
+                }
+                None => break,
+            }
+            timeout = Duration::ZERO;
+        }
+        batch.generation = generation.load(Ordering::Acquire);
+        Ok(batch)
+    }
+
+    /// Sends a scored batch's outputs in the open transaction, with its offsets; drops it if it
+    /// was polled before a rebalance or an abort.
+    fn send_scored(
+        &self,
+        txn: &Mutex<Txn>,
+        generation: &AtomicU64,
+        batch: &Batch,
+        scored: Scored,
+        summary: &mut RunSummary,
     ) -> Result<(), ScorerError> {
-        if partitions.is_empty() {
+        if scored.generation != generation.load(Ordering::Acquire) {
+            tracing::debug!(
+                records = batch.records.len(),
+                "dropping a batch polled before a rebalance or abort"
+            );
             return Ok(());
         }
-        let assigned = consumer.assignment()?;
-        let mut tpl = TopicPartitionList::new();
-        for p in partitions {
-            if assigned.find_partition(&self.cfg.input_topic, *p).is_some() {
-                tpl.add_partition(&self.cfg.input_topic, *p);
+        let mut t = txn.lock().unwrap();
+        t.begin()?;
+        let now = now_millis();
+        let (mut predictions, mut alerts, mut dead_letters) = (0u64, 0u64, 0u64);
+        for output in &scored.outputs {
+            match output {
+                Output::Prediction {
+                    key,
+                    payload,
+                    alert,
+                    event_time,
+                } => {
+                    let key = &scored.bytes[key.clone()];
+                    send(
+                        &t.producer,
+                        BaseRecord::to(&self.cfg.predictions_topic)
+                            .key(key)
+                            .payload(&scored.bytes[payload.clone()]),
+                    )?;
+                    predictions += 1;
+                    if let Some(alert) = alert {
+                        send(
+                            &t.producer,
+                            BaseRecord::to(&self.cfg.alerts_topic)
+                                .key(key)
+                                .payload(&scored.bytes[alert.clone()]),
+                        )?;
+                        alerts += 1;
+                    }
+                    self.metrics
+                        .end_to_end_seconds
+                        .observe((now - event_time).max(0) as f64 / 1000.0);
+                }
+                Output::DeadLetter { index, reason } => {
+                    self.dead_letter(&t.producer, batch, &batch.records[*index], reason)?;
+                    dead_letters += 1;
+                }
             }
         }
-        if tpl.count() == 0 {
+        for (p, o) in batch.next_offsets() {
+            t.offsets.insert(p, o);
+        }
+        t.producer.poll(Duration::ZERO);
+        let records = batch.records.len() as u64;
+        summary.records += records;
+        summary.predictions += predictions;
+        summary.alerts += alerts;
+        summary.dead_letters += dead_letters;
+        self.metrics.records_in.inc_by(records);
+        self.metrics.predictions_out.inc_by(predictions);
+        self.metrics.alerts.inc_by(alerts);
+        Ok(())
+    }
+
+    /// The passthrough baseline: the polled bytes, unchanged, to the predictions topic.
+    fn forward(
+        &self,
+        txn: &Mutex<Txn>,
+        batch: &Batch,
+        summary: &mut RunSummary,
+    ) -> Result<(), ScorerError> {
+        let mut t = txn.lock().unwrap();
+        t.begin()?;
+        for r in &batch.records {
+            let mut record = BaseRecord::<[u8], [u8]>::to(&self.cfg.predictions_topic);
+            if let Some(k) = batch.key(r) {
+                record = record.key(k);
+            }
+            if let Some(p) = batch.payload(r) {
+                record = record.payload(p);
+            }
+            send(&t.producer, record)?;
+        }
+        for (p, o) in batch.next_offsets() {
+            t.offsets.insert(p, o);
+        }
+        t.producer.poll(Duration::ZERO);
+        summary.records += batch.records.len() as u64;
+        Ok(())
+    }
+
+    /// After an abort: every partition we own goes back to its committed offset.
+    fn rewind(&self, consumer: &BaseConsumer<ScorerContext>) -> Result<(), ScorerError> {
+        let assigned = consumer.assignment()?;
+        if assigned.count() == 0 {
             return Ok(());
         }
-        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        let committed = consumer.committed_offsets(assigned, Duration::from_secs(10))?;
         let mut seek = TopicPartitionList::new();
         for e in committed.elements() {
             let offset = match e.offset() {
@@ -733,7 +771,10 @@ impl Engine {
             };
             seek.add_partition_offset(&self.cfg.input_topic, e.partition(), offset)?;
         }
-        tracing::info!(partitions = ?partitions, "rewinding to the committed offsets");
+        tracing::info!(
+            partitions = seek.count(),
+            "rewinding to the committed offsets"
+        );
         consumer.seek_partitions(seek, Duration::from_secs(10))?;
         Ok(())
     }
@@ -763,26 +804,31 @@ impl Engine {
     fn dead_letter(
         &self,
         producer: &BaseProducer,
-        m: &BorrowedMessage<'_>,
+        batch: &Batch,
+        r: &RawRecord,
         reason: &str,
     ) -> Result<(), ScorerError> {
         self.metrics.dlq.inc();
         tracing::warn!(
-            partition = m.partition(),
-            offset = m.offset(),
+            partition = r.partition,
+            offset = r.offset,
             reason,
             "undecodable record to the DLQ"
         );
-        let headers = dead_letter_headers(reason, m.topic(), m.partition(), m.offset());
-        let mut record = BaseRecord::<str, [u8]>::to(&self.cfg.dlq_topic).headers(headers);
-        if let Some(k) = m.key() {
-            record = record.key(std::str::from_utf8(k).unwrap_or(""));
+        let headers = dead_letter_headers(reason, &self.cfg.input_topic, r.partition, r.offset);
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.cfg.dlq_topic).headers(headers);
+        if let Some(k) = batch.key(r) {
+            record = record.key(k);
         }
-        if let Some(p) = m.payload() {
+        if let Some(p) = batch.payload(r) {
             record = record.payload(p);
         }
         send(producer, record)
     }
+}
+
+fn stage_stopped() -> ScorerError {
+    ScorerError::Scoring("the scoring thread stopped (see the error above)".into())
 }
 
 /// Aborts the open transaction when the scoring loop exits with an error.

@@ -1,0 +1,312 @@
+//! The scoring stage: decode → account state → features → LightGBM → encoded outputs, on a thread
+//! of its own, so the Kafka thread polls the next batch, produces the previous one and commits
+//! while a batch is being scored (the two used to take turns on one thread, with a core idle).
+//!
+//! The stage owns what may not leave its thread (LightGBM boosters are neither `Send` nor `Sync`)
+//! and the per-account state. It knows nothing of Kafka transactions: the Kafka thread decides
+//! what is sent and committed, and drops the results of batches polled before a rebalance or an
+//! aborted commit (their `generation` is out of date); the stage then rebuilds its state.
+
+use crate::models::{ModelEvent, ModelSet};
+use crate::{Engine, ScorerError};
+use fraudstream_common::features::{push_features, AccountHistory, TxView, N_FEATURES};
+use fraudstream_schemas::{Codec, Prediction, Transaction};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Records polled in one go, copied out of librdkafka's buffers (a few hundred bytes each) so the
+/// Kafka thread can poll on while they are scored.
+#[derive(Default)]
+pub(crate) struct Batch {
+    /// The consumer's generation when these were polled (bumped on every assignment and abort).
+    pub generation: u64,
+    /// Keys and payloads, back to back.
+    pub bytes: Vec<u8>,
+    pub records: Vec<RawRecord>,
+}
+
+pub(crate) struct RawRecord {
+    pub partition: i32,
+    pub offset: i64,
+    key: Option<Range<usize>>,
+    payload: Option<Range<usize>>,
+}
+
+impl Batch {
+    pub fn push(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) {
+        let mut copy = |b: &[u8]| {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(b);
+            start..self.bytes.len()
+        };
+        let key = key.map(&mut copy);
+        let payload = payload.map(&mut copy);
+        self.records.push(RawRecord {
+            partition,
+            offset,
+            key,
+            payload,
+        });
+    }
+
+    pub fn key(&self, r: &RawRecord) -> Option<&[u8]> {
+        r.key.clone().map(|k| &self.bytes[k])
+    }
+
+    pub fn payload(&self, r: &RawRecord) -> Option<&[u8]> {
+        r.payload.clone().map(|p| &self.bytes[p])
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.records.clear();
+    }
+
+    /// The offset to commit per partition once this batch's outputs are sent.
+    pub fn next_offsets(&self) -> HashMap<i32, i64> {
+        let mut next = HashMap::new();
+        for r in &self.records {
+            let o = next.entry(r.partition).or_insert(0);
+            *o = (*o).max(r.offset + 1);
+        }
+        next
+    }
+}
+
+/// A batch's outputs, in input order.
+pub(crate) struct Scored {
+    pub generation: u64,
+    pub bytes: Vec<u8>,
+    pub outputs: Vec<Output>,
+}
+
+pub(crate) enum Output {
+    /// A prediction (and its alert copy, encoded with the alerts topic's schema id).
+    Prediction {
+        key: Range<usize>,
+        payload: Range<usize>,
+        alert: Option<Range<usize>>,
+        event_time: i64,
+    },
+    /// Input record `index` of the batch could not be decoded.
+    DeadLetter { index: usize, reason: String },
+}
+
+/// Runs the stage: loads the models, says it is ready (with the champion's name), then scores
+/// batches until the Kafka thread hangs up.
+pub(crate) fn run(
+    engine: Arc<Engine>,
+    events: Receiver<ModelEvent>,
+    bootstrap: Option<String>,
+    ready: Sender<Result<String, ScorerError>>,
+    batches: Receiver<Arc<Batch>>,
+    scored: Sender<Result<Scored, ScorerError>>,
+) {
+    let models = match engine.initial_models(&events, bootstrap) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let Some(champion) = models.champion.as_ref() else {
+        return; // stopped before a champion was known
+    };
+    let _ = ready.send(Ok(format!("{} v{}", champion.name, champion.version)));
+    let mut stage = Stage {
+        engine,
+        models,
+        events,
+        histories: HashMap::new(),
+        generation: u64::MAX,
+        rows: Vec::new(),
+        last_evict: Instant::now(),
+    };
+    while let Ok(batch) = batches.recv() {
+        let result = stage.score(&batch);
+        let failed = result.is_err();
+        if scored.send(result).is_err() || failed {
+            return;
+        }
+    }
+}
+
+struct Stage {
+    engine: Arc<Engine>,
+    models: ModelSet,
+    events: Receiver<ModelEvent>,
+    /// Per input partition; rebuilt from Kafka when a partition is first seen in a generation.
+    histories: HashMap<i32, AccountHistory>,
+    generation: u64,
+    rows: Vec<f64>,
+    last_evict: Instant,
+}
+
+impl Stage {
+    /// New models are swapped in between batches: scoring never waits for a load.
+    fn apply_model_events(&mut self) {
+        let (name, metrics) = (&self.engine.cfg.model_name, &self.engine.metrics);
+        loop {
+            match self.events.try_recv() {
+                Ok(ModelEvent::Record(r)) => self.models.apply(&r, name, metrics),
+                Ok(ModelEvent::Undecodable(e)) => self.models.refuse(e, metrics),
+                Ok(ModelEvent::CaughtUp) => {}
+                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+            }
+        }
+    }
+
+    fn score(&mut self, batch: &Batch) -> Result<Scored, ScorerError> {
+        // One span per batch (exported over OTLP when configured): decode → features → LightGBM
+        // → encode. Per record would cost more than the work it describes.
+        let _span = tracing::info_span!("score_batch", records = batch.records.len()).entered();
+        self.apply_model_events();
+        if batch.generation != self.generation {
+            // A rebalance or an abort: these records come from the committed offsets, and the
+            // state must be what it was there.
+            self.histories.clear();
+            self.generation = batch.generation;
+        }
+        self.evict_expired();
+        let engine = &*self.engine;
+        let started = Instant::now();
+        let mut out = Scored {
+            generation: batch.generation,
+            bytes: Vec::with_capacity(batch.bytes.len() * 2),
+            outputs: Vec::with_capacity(batch.records.len()),
+        };
+        self.rows.clear();
+        let mut txs: Vec<Transaction> = Vec::with_capacity(batch.records.len());
+        for (index, r) in batch.records.iter().enumerate() {
+            let decoded = batch
+                .payload(r)
+                .ok_or_else(|| "empty payload (tombstone) on the transactions topic".to_string())
+                .and_then(|pl| engine.decode(pl).map_err(|e| e.to_string()));
+            match decoded {
+                Ok(tx) => {
+                    let history = match self.histories.entry(r.partition) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(engine.rebuild_state(r.partition, r.offset)?)
+                        }
+                    };
+                    let account = history.observe(&tx.name_orig, r.offset, tx.step, tx.amount);
+                    push_features(&TxView::from(&tx), account, &mut self.rows);
+                    txs.push(tx);
+                }
+                Err(reason) => out.outputs.push(Output::DeadLetter { index, reason }),
+            }
+        }
+        let champion = self
+            .models
+            .champion
+            .as_ref()
+            .expect("a champion is loaded before scoring starts");
+        let scores = champion.predict(&self.rows).map_err(scoring)?;
+        let shadow = match &self.models.challenger {
+            Some(c) => Some((c.version, c.predict(&self.rows).map_err(scoring)?)),
+            None => None,
+        };
+        // Reasons only for alerting rows, in one call.
+        let mut alert_rows = Vec::new();
+        for (i, score) in scores.iter().enumerate() {
+            if *score >= champion.threshold {
+                alert_rows.extend_from_slice(&self.rows[i * N_FEATURES..(i + 1) * N_FEATURES]);
+            }
+        }
+        let mut reasons = champion
+            .top_reasons(&alert_rows, 3)
+            .map_err(scoring)?
+            .into_iter();
+        let scored_at = fraudstream_common::now_millis();
+        for (i, tx) in txs.into_iter().enumerate() {
+            let score = scores[i];
+            let is_alert = score >= champion.threshold;
+            let prediction = Prediction {
+                transaction_id: tx.transaction_id,
+                name_orig: tx.name_orig,
+                tx_type: tx.tx_type,
+                amount: tx.amount,
+                event_time: tx.event_time,
+                scored_at,
+                score,
+                is_alert,
+                threshold: champion.threshold,
+                model_name: champion.name.clone(),
+                model_version: champion.version,
+                challenger_score: shadow.as_ref().map(|(_, s)| s[i]),
+                challenger_version: shadow.as_ref().map(|(v, _)| *v),
+                top_reasons: if is_alert {
+                    reasons.next().unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+            };
+            let key = append(&mut out.bytes, |b| {
+                b.extend_from_slice(prediction.name_orig.as_bytes());
+                Ok(())
+            })?;
+            let payload = append(&mut out.bytes, |b| {
+                Codec::encode_into(engine.prediction_schema, &prediction, b)
+            })?;
+            let alert = if is_alert {
+                Some(append(&mut out.bytes, |b| {
+                    Codec::encode_into(engine.alert_schema, &prediction, b)
+                })?)
+            } else {
+                None
+            };
+            out.outputs.push(Output::Prediction {
+                key,
+                payload,
+                alert,
+                event_time: prediction.event_time,
+            });
+        }
+        engine
+            .metrics
+            .batch_size
+            .observe(batch.records.len() as f64);
+        engine
+            .metrics
+            .scoring_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(out)
+    }
+
+    /// Every 30 s, forgets accounts with nothing left in the window (keeps memory bounded).
+    fn evict_expired(&mut self) {
+        if self.last_evict.elapsed() < Duration::from_secs(30) {
+            return;
+        }
+        self.last_evict = Instant::now();
+        for h in self.histories.values_mut() {
+            if let Some(step) = h.latest_step() {
+                h.evict_expired(step);
+            }
+        }
+    }
+}
+
+fn scoring(e: impl std::fmt::Display) -> ScorerError {
+    ScorerError::Scoring(e.to_string())
+}
+
+/// Appends what `write` writes to `bytes`, returning where it went.
+fn append(
+    bytes: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), fraudstream_schemas::SchemaError>,
+) -> Result<Range<usize>, ScorerError> {
+    let start = bytes.len();
+    write(bytes)?;
+    Ok(start..bytes.len())
+}
