@@ -50,6 +50,11 @@ pr_auc=$(echo "$train_out" | grep -Eo 'PR-AUC [0-9.]+' | grep -Eo '[0-9.]+')
 HIST_ROWS=$(($(wc -l <"$WORK/historical.csv") - 1))
 log "trainer: read ${read_s}s, trained ${train_s}s, holdout PR-AUC $pr_auc"
 
+# What the scorer's scoring stage costs per record, stage by stage, without Kafka.
+stages=$("$BIN/examples/stages" "$WORK/stream.csv" "$WORK/model.txt" 2>/dev/null)
+log "scoring stages (CPU per record):"$'\n'"$stages"
+stage_us() { echo "$stages" | awk -v s="$1" '$1 == s":" {print $2}'; }
+
 # Scorer vs raw passthrough, side by side on the same pre-filled topic.
 scorer_run() { # $1 = run tag, rest = extra flags
   local g="bench-$1-$ID"; shift
@@ -136,4 +141,11 @@ mkdir -p bench/results
   done
   echo "| trainer bootstrap ($HIST_ROWS rows): read + features / LightGBM train | ${read_s} s / ${train_s} s | 1 run | ≤ 120 s |"
   echo "| trainer holdout PR-AUC (time split, last 10% of historical) | $pr_auc | 1 run | ≥ 0.99 |"
+  echo
+  echo "Scoring stage, CPU per record without Kafka ($STREAM_ROWS transactions in batches of 10k, 1 LightGBM"
+  echo "thread, fastest of 5 passes; \`scorer/examples/stages.rs\`):"
+  echo
+  echo "| decode | features + account state | LightGBM predict | SHAP reasons (alerts only) | encode | total |"
+  echo "|---:|---:|---:|---:|---:|---:|"
+  echo "| $(stage_us decode) µs | $(stage_us features) µs | $(stage_us predict) µs | $(stage_us reasons) µs | $(stage_us encode) µs | $(stage_us total) µs |"
 } | tee bench/results/latest.md

@@ -126,7 +126,14 @@ pub struct AccountHistory {
     /// to 24 bytes (PaySim's are 10-11) are stored inside the table: a lookup touches one place
     /// in memory instead of three (table, key string, state vector).
     pub accounts: FxHashMap<CompactString, AccountState>,
+    /// The newest step seen, and the step of the last sweep of expired accounts.
+    newest: Option<(i32, i32)>,
 }
+
+/// Expired accounts are swept whenever the newest step has moved this far: the table holds about
+/// the accounts of the last `WINDOW_STEPS + SWEEP_EVERY` steps, small enough to stay in cache.
+/// Sweeping changes no feature: an account with nothing in the window reads as never seen.
+const SWEEP_EVERY: i32 = WINDOW_STEPS / 4;
 
 impl AccountHistory {
     pub fn observe(
@@ -136,23 +143,23 @@ impl AccountHistory {
         step: i32,
         amount: f64,
     ) -> AccountFeatures {
-        match self.accounts.get_mut(name_orig) {
-            Some(s) => s.observe(position, step, amount),
-            None => {
-                let mut s = AccountState::default();
-                let f = s.observe(position, step, amount);
-                self.accounts.insert(CompactString::from(name_orig), s);
-                f
+        match self.newest {
+            None => self.newest = Some((step, step)),
+            Some((newest, swept)) if step > newest => {
+                if step - swept >= SWEEP_EVERY {
+                    self.evict_expired(step);
+                    self.newest = Some((step, step));
+                } else {
+                    self.newest = Some((step, swept));
+                }
             }
+            Some(_) => {}
         }
-    }
-
-    /// The newest step seen, if any.
-    pub fn latest_step(&self) -> Option<i32> {
+        // One probe: a name of up to 24 bytes becomes a key without allocating.
         self.accounts
-            .values()
-            .flat_map(|s| s.recent.iter().map(|(_, step, _)| *step))
-            .max()
+            .entry(CompactString::from(name_orig))
+            .or_default()
+            .observe(position, step, amount)
     }
 
     /// Drops accounts with nothing inside the window at `step` (keeps memory bounded).
@@ -276,5 +283,28 @@ mod tests {
         assert_eq!(h.accounts.len(), 2);
         h.evict_expired(50);
         assert!(h.accounts.is_empty());
+    }
+
+    #[test]
+    fn sweeping_expired_accounts_changes_no_feature() {
+        // Many accounts over many steps, some coming back after long gaps: the features with the
+        // automatic sweep equal those of a history that never forgets anything.
+        let mut swept = AccountHistory::default();
+        let mut reference: std::collections::HashMap<String, AccountState> = Default::default();
+        let mut max_len = 0;
+        for i in 0..20_000i64 {
+            let step = (i / 50) as i32; // 400 steps, 50 transactions each
+            let name = format!("C{}", (i * 7919) % 3001);
+            let amount = (i % 97) as f64;
+            let got = swept.observe(&name, i, step, amount);
+            let want = reference.entry(name).or_default().observe(i, step, amount);
+            assert_eq!(got, want, "transaction {i}");
+            max_len = max_len.max(swept.accounts.len());
+        }
+        // 50 a step over at most WINDOW_STEPS + SWEEP_EVERY + 1 steps.
+        assert!(
+            max_len <= 50 * (WINDOW_STEPS + SWEEP_EVERY + 1) as usize,
+            "{max_len}"
+        );
     }
 }

@@ -66,34 +66,34 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8], String> {
-        match self.body.get(self.pos..self.pos.saturating_add(n)) {
-            Some(bytes) if self.pos.checked_add(n).is_some() => {
-                self.pos += n;
-                Ok(bytes)
-            }
-            _ => Err(self.fail(
+        let left = self.body.len() - self.pos;
+        if n > left {
+            return Err(self.fail(
                 field,
-                &format!(
-                    "needs {n} bytes, {} left (truncated record)",
-                    self.body.len() - self.pos
-                ),
-            )),
+                &format!("needs {n} bytes, {left} left (truncated record)"),
+            ));
         }
+        let bytes = &self.body[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(bytes)
     }
 
     pub fn long(&mut self, field: &str) -> Result<i64, String> {
         self.start = self.pos;
         let mut z = 0u64;
-        for shift in (0..64).step_by(7) {
-            let [b] = self.take(1, field)? else {
-                unreachable!()
-            };
-            z |= ((b & 0x7f) as u64) << shift;
+        // Straight over the slice: this runs for every int, long, length and index.
+        for (i, &b) in self.body[self.pos..].iter().take(10).enumerate() {
+            z |= ((b & 0x7f) as u64) << (7 * i);
             if b & 0x80 == 0 {
+                self.pos += i + 1;
                 return Ok((z >> 1) as i64 ^ -((z & 1) as i64));
             }
         }
-        Err(self.fail(field, "varint longer than 10 bytes"))
+        if self.body.len() - self.pos >= 10 {
+            Err(self.fail(field, "varint longer than 10 bytes"))
+        } else {
+            Err(self.fail(field, "the varint runs past the end (truncated record)"))
+        }
     }
 
     pub fn int(&mut self, field: &str) -> Result<i32, String> {

@@ -52,67 +52,77 @@ async fn main() -> anyhow::Result<()> {
     let record = scorer::bootstrap_record("paysim", model_text, 0.5);
     let model = LoadedModel::from_record(&record)?;
     let n = payloads.len();
-    let batch = 5000;
-    let mut t = [0f64; 5];
-    let mut history = AccountHistory::default();
+    // The scorer's batch size; each pass starts with empty account state. The noise on a shared
+    // machine is one-sided (time stolen, never given), so each stage reports its fastest pass.
+    let batch = 10_000;
+    let passes: usize = std::env::var("PASSES").map_or(Ok(5), |s| s.parse())?;
+    let mut best = [f64::MAX; 5];
     let mut alerts = 0;
-    for (b, chunk) in payloads.chunks(batch).enumerate() {
-        let s = Instant::now();
-        let txs: Vec<Transaction> = chunk
-            .iter()
-            .map(|p| codec.decode_cached(p).unwrap().unwrap())
-            .collect();
-        t[0] += s.elapsed().as_secs_f64();
-        let s = Instant::now();
-        let mut rows = Vec::with_capacity(chunk.len() * N_FEATURES);
-        for (i, tx) in txs.iter().enumerate() {
-            let a = history.observe(&tx.name_orig, (b * batch + i) as i64, tx.step, tx.amount);
-            push_features(&TxView::from(tx), a, &mut rows);
-        }
-        t[1] += s.elapsed().as_secs_f64();
-        let s = Instant::now();
-        let scores = model.predict(&rows)?;
-        t[2] += s.elapsed().as_secs_f64();
-        let s = Instant::now();
-        let mut alert_rows = Vec::new();
-        for (i, sc) in scores.iter().enumerate() {
-            if *sc >= 0.5 {
-                alert_rows.extend_from_slice(&rows[i * N_FEATURES..(i + 1) * N_FEATURES]);
+    for _ in 0..passes {
+        let mut t = [0f64; 5];
+        let mut history = AccountHistory::default();
+        alerts = 0;
+        for (b, chunk) in payloads.chunks(batch).enumerate() {
+            let s = Instant::now();
+            let txs: Vec<Transaction> = chunk
+                .iter()
+                .map(|p| codec.decode_cached(p).unwrap().unwrap())
+                .collect();
+            t[0] += s.elapsed().as_secs_f64();
+            let s = Instant::now();
+            let mut rows = Vec::with_capacity(chunk.len() * N_FEATURES);
+            for (i, tx) in txs.iter().enumerate() {
+                let a = history.observe(&tx.name_orig, (b * batch + i) as i64, tx.step, tx.amount);
+                push_features(&TxView::from(tx), a, &mut rows);
             }
+            t[1] += s.elapsed().as_secs_f64();
+            let s = Instant::now();
+            let scores = model.predict(&rows)?;
+            t[2] += s.elapsed().as_secs_f64();
+            let s = Instant::now();
+            let mut alert_rows = Vec::new();
+            for (i, sc) in scores.iter().enumerate() {
+                if *sc >= 0.5 {
+                    alert_rows.extend_from_slice(&rows[i * N_FEATURES..(i + 1) * N_FEATURES]);
+                }
+            }
+            let reasons = model.top_reasons(&alert_rows, 3)?;
+            alerts += reasons.len();
+            t[3] += s.elapsed().as_secs_f64();
+            let s = Instant::now();
+            let mut reasons = reasons.into_iter();
+            for (tx, score) in txs.into_iter().zip(scores) {
+                let p = Prediction {
+                    transaction_id: tx.transaction_id,
+                    name_orig: tx.name_orig,
+                    tx_type: tx.tx_type,
+                    amount: tx.amount,
+                    event_time: tx.event_time,
+                    scored_at: 1,
+                    score,
+                    is_alert: score >= 0.5,
+                    threshold: 0.5,
+                    model_name: "paysim".into(),
+                    model_version: 1,
+                    challenger_score: None,
+                    challenger_version: None,
+                    top_reasons: if score >= 0.5 {
+                        reasons.next().unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    },
+                };
+                std::hint::black_box(Codec::encode_with_id(pid, &p)?);
+            }
+            t[4] += s.elapsed().as_secs_f64();
         }
-        let reasons = model.top_reasons(&alert_rows, 3)?;
-        alerts += reasons.len();
-        t[3] += s.elapsed().as_secs_f64();
-        let s = Instant::now();
-        let mut reasons = reasons.into_iter();
-        for (tx, score) in txs.into_iter().zip(scores) {
-            let p = Prediction {
-                transaction_id: tx.transaction_id,
-                name_orig: tx.name_orig,
-                tx_type: tx.tx_type,
-                amount: tx.amount,
-                event_time: tx.event_time,
-                scored_at: 1,
-                score,
-                is_alert: score >= 0.5,
-                threshold: 0.5,
-                model_name: "paysim".into(),
-                model_version: 1,
-                challenger_score: None,
-                challenger_version: None,
-                top_reasons: if score >= 0.5 {
-                    reasons.next().unwrap_or_default()
-                } else {
-                    Vec::new()
-                },
-            };
-            std::hint::black_box(Codec::encode_with_id(pid, &p)?);
+        for (b, x) in best.iter_mut().zip(t) {
+            *b = b.min(x);
         }
-        t[4] += s.elapsed().as_secs_f64();
     }
     let names = ["decode", "features", "predict", "reasons", "encode"];
-    let total: f64 = t.iter().sum();
-    for (name, secs) in names.iter().zip(t) {
+    let total: f64 = best.iter().sum();
+    for (name, secs) in names.iter().zip(best) {
         println!("{name:>10}: {:7.3} µs/record", secs * 1e6 / n as f64);
     }
     println!(

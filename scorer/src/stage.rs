@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Records polled in one go, copied out of librdkafka's buffers (a few hundred bytes each) so the
 /// Kafka thread can poll on while they are scored.
@@ -129,7 +129,6 @@ pub(crate) fn run(
         histories: HashMap::new(),
         generation: u64::MAX,
         rows: Vec::new(),
-        last_evict: Instant::now(),
     };
     while let Ok(batch) = batches.recv() {
         let result = stage.score(&batch);
@@ -148,7 +147,6 @@ struct Stage {
     histories: HashMap<i32, AccountHistory>,
     generation: u64,
     rows: Vec<f64>,
-    last_evict: Instant,
 }
 
 impl Stage {
@@ -176,7 +174,6 @@ impl Stage {
             self.histories.clear();
             self.generation = batch.generation;
         }
-        self.evict_expired();
         let engine = &*self.engine;
         let started = Instant::now();
         let mut out = Scored {
@@ -281,19 +278,6 @@ impl Stage {
             .scoring_seconds
             .observe(started.elapsed().as_secs_f64());
         Ok(out)
-    }
-
-    /// Every 30 s, forgets accounts with nothing left in the window (keeps memory bounded).
-    fn evict_expired(&mut self) {
-        if self.last_evict.elapsed() < Duration::from_secs(30) {
-            return;
-        }
-        self.last_evict = Instant::now();
-        for h in self.histories.values_mut() {
-            if let Some(step) = h.latest_step() {
-                h.evict_expired(step);
-            }
-        }
     }
 }
 
