@@ -43,12 +43,21 @@ done
 
 # Trainer: bootstrap on the historical 90% (one run: it is the slow one).
 MODELS="bench-models-$ID"
-train_out=$("$BIN/trainer" bootstrap --csv "$WORK/historical.csv" --out "$WORK/model.txt" --models-topic "$MODELS" 2>/dev/null)
+train_out=$("$BIN/trainer" bootstrap --csv "$WORK/historical.csv" --out "$WORK/model.txt" --models-topic "$MODELS" \
+  --report "$WORK/model" 2>/dev/null)
 read_s=$(echo "$train_out" | grep -Eo 'in [0-9.]+s' | head -1 | grep -Eo '[0-9.]+')
 train_s=$(echo "$train_out" | grep -Eo 'trained in [0-9.]+s' | grep -Eo '[0-9.]+')
 pr_auc=$(echo "$train_out" | grep -Eo 'PR-AUC [0-9.]+' | grep -Eo '[0-9.]+')
 HIST_ROWS=$(($(wc -l <"$WORK/historical.csv") - 1))
-log "trainer: read ${read_s}s, trained ${train_s}s, holdout PR-AUC $pr_auc"
+TREES=$(grep -c '^Tree=' "$WORK/model.txt")
+log "trainer: read ${read_s}s, trained ${train_s}s, holdout PR-AUC $pr_auc, $TREES trees"
+# A compact model on the same data, to show what the model's size costs the scorer.
+SMALL_ROUNDS=25
+SMALL_MODELS="bench-models-small-$ID"
+small_out=$("$BIN/trainer" bootstrap --csv "$WORK/historical.csv" --out "$WORK/model-small.txt" \
+  --models-topic "$SMALL_MODELS" --max-rounds "$SMALL_ROUNDS" --report "$WORK/small" 2>/dev/null)
+small_auc=$(echo "$small_out" | grep -Eo 'PR-AUC [0-9.]+' | grep -Eo '[0-9.]+')
+log "compact model: $SMALL_ROUNDS rounds, holdout PR-AUC $small_auc"
 
 # What the scorer's scoring stage costs per record, stage by stage, without Kafka.
 stages=$("$BIN/examples/stages" "$WORK/stream.csv" "$WORK/model.txt" 2>/dev/null)
@@ -56,13 +65,13 @@ log "scoring stages (CPU per record):"$'\n'"$stages"
 stage_us() { echo "$stages" | awk -v s="$1" '$1 == s":" {print $2}'; }
 
 # Scorer vs raw passthrough, side by side on the same pre-filled topic.
-scorer_run() { # $1 = run tag, rest = extra flags
+scorer_run() { # $1 = run tag, rest = extra flags; the models topic is $MT (default: the bench model)
   local g="bench-$1-$ID"; shift
   peak_rss "$BIN/scorer" --instance-id "$g" --group "$g" --transactions-topic "bench-tx-1-$ID" \
-    --predictions-topic "$g-out" --alerts-topic "$g-alerts" --dlq-topic "$g-dlq" --models-topic "$MODELS" \
+    --predictions-topic "$g-out" --alerts-topic "$g-alerts" --dlq-topic "$g-dlq" --models-topic "${MT:-$MODELS}" \
     --metrics-addr 127.0.0.1:0 --stop-after "$STREAM_ROWS" --commit-interval-ms 100 "$@" 2>/dev/null | rate_of
 }
-sc=(); pt=(); ratio=(); rss=(); sk=(); sk_rss=()
+sc=(); pt=(); ratio=(); rss=(); sk=(); sk_rss=(); small=(); small_ratio=()
 for i in $(seq 1 "$RUNS"); do
   sc+=("$(scorer_run "score$i")"); rss+=("$(rss_mb)")
   # The sink lands this run's predictions (offsets committed after each insert, as in production).
@@ -73,7 +82,9 @@ for i in $(seq 1 "$RUNS"); do
   log "sink run $i: ${sk[-1]} rows/s, peak RSS ${sk_rss[-1]} MiB"
   pt+=("$(scorer_run "pass$i" --passthrough)")
   ratio+=("$(awk -v a="${sc[-1]}" -v b="${pt[-1]}" 'BEGIN {printf "%.2f", a / b}')")
-  log "scorer run $i: ${sc[-1]} tx/s, passthrough ${pt[-1]} tx/s, ratio ${ratio[-1]}, scorer peak RSS ${rss[-1]} MiB"
+  small+=("$(MT="$SMALL_MODELS" scorer_run "small$i")")
+  small_ratio+=("$(awk -v a="${small[-1]}" -v b="${pt[-1]}" 'BEGIN {printf "%.2f", a / b}')")
+  log "scorer run $i: ${sc[-1]} tx/s, passthrough ${pt[-1]} tx/s, ratio ${ratio[-1]}, scorer peak RSS ${rss[-1]} MiB; compact model ${small[-1]} tx/s, ratio ${small_ratio[-1]}"
 done
 
 # End-to-end latency at fixed rates: producer → scorer (exactly-once) → committed prediction.
@@ -127,9 +138,11 @@ mkdir -p bench/results
   echo "|---|---:|---|---:|"
   echo "| producer simulate ($ROWS rows to CSV) | $(printf '%s\n' "${sim[@]}" | median) rows/s | ${sim[*]} | ≥ 1,000,000 |"
   echo "| producer publish ($STREAM_ROWS tx + as many labels; Avro, idempotent, lz4) | $(printf '%s\n' "${pub[@]}" | median) tx/s | ${pub[*]} | ≥ 200,000 |"
-  echo "| scorer, exactly-once ($STREAM_ROWS tx, 1 instance, 6 partitions) | $(printf '%s\n' "${sc[@]}" | median) tx/s | ${sc[*]} | ≥ 100,000 |"
+  echo "| scorer, exactly-once ($STREAM_ROWS tx, 1 instance, 6 partitions; the trainer's model: $TREES trees) | $(printf '%s\n' "${sc[@]}" | median) tx/s | ${sc[*]} | ≥ 100,000 |"
   echo "| raw passthrough (same EOS loop, bytes copied, no decode/score) | $(printf '%s\n' "${pt[@]}" | median) tx/s | ${pt[*]} | |"
   echo "| scorer / passthrough, per run | $(printf '%s\n' "${ratio[@]}" | median) | ${ratio[*]} | ≥ 0.60 |"
+  echo "| scorer with a compact model ($SMALL_ROUNDS trees, same data, holdout PR-AUC $small_auc) | $(printf '%s\n' "${small[@]}" | median) tx/s | ${small[*]} | |"
+  echo "| scorer (compact model) / passthrough, per run | $(printf '%s\n' "${small_ratio[@]}" | median) | ${small_ratio[*]} | |"
   echo "| scorer peak RSS | $(printf '%s\n' "${rss[@]}" | median) MiB | ${rss[*]} | |"
   echo "| baseline: prototype design (FastAPI, 1 HTTP request per tx, same LightGBM model, 2 uvicorn workers, wrk 32 conns) | $(printf '%s\n' "${bl[@]}" | median) tx/s | ${bl[*]} | |"
   echo "| baseline latency under full load, p50 / p99 | $(printf '%s\n' "${bl50[@]}" | median) / $(printf '%s\n' "${bl99[@]}" | median) ms | | |"
