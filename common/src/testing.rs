@@ -3,6 +3,7 @@
 
 use crate::clickhouse::ClickHouseArgs;
 use crate::kafka::KafkaArgs;
+use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Broker, registry and ClickHouse of the local services, overridable by the usual env variables.
@@ -114,4 +115,37 @@ pub fn service_args(kafka: &KafkaArgs, clickhouse: Option<&ClickHouseArgs>) -> V
         ]);
     }
     args
+}
+
+/// A process a test started (a service under test, a server). Dropping it kills the process if it
+/// still runs, so a test that fails midway leaves nothing behind: an orphan keeps consuming, and it
+/// holds the test's stdout open, so a piped `make test` would wait on it until CI's timeout.
+pub struct Process(Child);
+
+impl From<Child> for Process {
+    fn from(child: Child) -> Self {
+        Process(child)
+    }
+}
+
+impl std::ops::Deref for Process {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Process {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use fraudstream_common::features::{push_features, AccountHistory, N_FEATURES};
 use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
 use fraudstream_common::model::pack_model_text;
-use fraudstream_common::testing::{headers_map, local_kafka, service_args, unique_name};
+use fraudstream_common::testing::{headers_map, local_kafka, service_args, unique_name, Process};
 use fraudstream_schemas::{Codec, ModelRecord, Prediction};
 use producer::paysim::CsvReader;
 use producer::publish::{publish, LabelDelay, PublishConfig};
@@ -14,7 +14,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,7 +60,7 @@ struct Topics {
     group: String,
 }
 
-fn scorer(kafka: &KafkaArgs, t: &Topics, instance: &str) -> Child {
+fn scorer(kafka: &KafkaArgs, t: &Topics, instance: &str) -> Process {
     Command::new(env!("CARGO_BIN_EXE_scorer"))
         .args(service_args(kafka, None))
         .args([
@@ -89,6 +89,7 @@ fn scorer(kafka: &KafkaArgs, t: &Topics, instance: &str) -> Child {
         .env("RUST_LOG", "warn")
         .spawn()
         .unwrap()
+        .into()
 }
 
 /// Reads a topic (read_committed) until it has been quiet for `quiet` after `expected` arrived.
@@ -173,7 +174,7 @@ async fn three_scorers_one_killed_exactly_one_prediction_each_and_a_live_model_s
         .unwrap();
     send_raw(&raw, &t.models, "paysim", &v1).await;
 
-    let mut scorers: Vec<Child> = (0..3)
+    let mut scorers: Vec<Process> = (0..3)
         .map(|i| scorer(&kafka, &t, &unique_name(&format!("scorer{i}"))))
         .collect();
 

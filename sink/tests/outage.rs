@@ -6,9 +6,10 @@
 mod support;
 
 use fraudstream_common::clickhouse::ClickHouseArgs;
+use fraudstream_common::testing::Process;
 use fraudstream_common::testing::{local_kafka, unique_name};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
 
@@ -20,7 +21,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_clickhouse(dir: &Path, http: u16, tcp: u16) -> Child {
+fn start_clickhouse(dir: &Path, http: u16, tcp: u16) -> Process {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/local/clickhouse-config.sh"
@@ -36,6 +37,7 @@ fn start_clickhouse(dir: &Path, http: u16, tcp: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("clickhouse-server (deploy/local/install.sh installs it)")
+        .into()
 }
 
 async fn wait_up(ch: &ClickHouseArgs) {

@@ -6,7 +6,9 @@
 use fraudstream_common::clickhouse::ClickHouseArgs;
 use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
 use fraudstream_common::model::LoadedModel;
-use fraudstream_common::testing::{local_clickhouse, local_kafka, service_args, unique_name};
+use fraudstream_common::testing::{
+    local_clickhouse, local_kafka, service_args, unique_name, Process,
+};
 use fraudstream_schemas::ModelStatus;
 use producer::paysim::CsvReader;
 use sink::rows::{LabelRow, TransactionRow};
@@ -181,6 +183,7 @@ async fn bootstrap_watch_gate_and_rollback() {
         .args(["--max-trainings", "1", "--max-rounds", "40", "--force"])
         .args(["--report", dir.path().join("report").to_str().unwrap()])
         .spawn()
+        .map(Process::from)
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(watch.try_wait().unwrap().is_none(), "watch exited early");

@@ -5,10 +5,10 @@
 
 use fraudstream_common::clickhouse::ClickHouseArgs;
 use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
-use fraudstream_common::testing::{service_args, unique_name};
+use fraudstream_common::testing::{service_args, unique_name, Process};
 use fraudstream_schemas::{Codec, Prediction, Reason, TransactionType};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub struct Names {
@@ -137,7 +137,7 @@ fn send(
 }
 
 /// The sink binary on the test's topics and database.
-pub fn sink(kafka: &KafkaArgs, ch: &ClickHouseArgs, n: &Names, extra: &[&str]) -> Child {
+pub fn sink(kafka: &KafkaArgs, ch: &ClickHouseArgs, n: &Names, extra: &[&str]) -> Process {
     Command::new(env!("CARGO_BIN_EXE_sink"))
         .args(service_args(kafka, Some(ch)))
         .args([
@@ -167,6 +167,7 @@ pub fn sink(kafka: &KafkaArgs, ch: &ClickHouseArgs, n: &Names, extra: &[&str]) -
         .env("RUST_LOG", "warn")
         .spawn()
         .unwrap()
+        .into()
 }
 
 /// `SELECT count(), uniqExact(transaction_id) FROM <table> FINAL`, or None while ClickHouse or the
@@ -198,14 +199,14 @@ pub async fn wait_for_rows(ch: &ClickHouseArgs, table: &str, expected: u64, time
 }
 
 /// Stops a child with SIGTERM (clean shutdown) and checks it exited 0.
-pub fn terminate(mut child: Child) {
+pub fn terminate(mut child: Process) {
     send_signal(child.id(), "TERM");
     let status = child.wait().unwrap();
     assert!(status.success(), "sink exited with {status} on SIGTERM");
 }
 
 /// SIGKILL: no chance to flush or commit.
-pub fn kill9(mut child: Child) {
+pub fn kill9(mut child: Process) {
     send_signal(child.id(), "KILL");
     let _ = child.wait();
 }
