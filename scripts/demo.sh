@@ -90,7 +90,7 @@ sql "SELECT
 FROM predictions_labelled FORMAT Vertical" | sed 's/^/  /'
 echo "  predictions by model version:"
 sql "SELECT concat('v', toString(model_version)) AS version, count() AS predictions, sum(is_alert) AS alerts,
-  countIf(isNotNull(challenger_score)) AS shadow_scored FROM predictions FINAL GROUP BY version ORDER BY version FORMAT PrettyCompactMonoBlock" | sed 's/^/    /'
+  countIf(isNotNull(challenger_score)) AS shadow_scored FROM predictions FINAL GROUP BY version ORDER BY version FORMAT PrettyCompactNoEscapes" | sed 's/^/    /'
 echo "  event → prediction latency (scored_at - event_time), p50 / p99: $(sql "SELECT arrayStringConcat(arrayMap(x -> concat(toString(round(x)), ' ms'), quantiles(0.5, 0.99)(latency_ms)), ' / ') FROM predictions FINAL")"
 echo "  scorers: $(sum_metric scorer_records_in_total) transactions scored, $(sum_metric scorer_model_swaps_total) model swaps, $(sum_metric scorer_transactions_committed_total) Kafka transactions committed / $(sum_metric scorer_transactions_aborted_total) aborted, $(sum_metric scorer_dlq_total) dead letters"
 echo "  sink: $(metric 9113 sink_batches_total) batches, $(metric 9113 sink_insert_retries_total) insert retries, $(metric 9113 sink_dlq_total) dead letters"
