@@ -1,7 +1,7 @@
 //! The PaySim CSV format: the Kaggle file's exact header, a row type, a strict reader that names
 //! the line and reason of every bad row, and a fast writer.
 
-use fraudstream_schemas::TransactionType;
+use fraudstream_schemas::{Transaction, TransactionType};
 use std::io::{BufRead, Write};
 
 /// The Kaggle PaySim header, column for column.
@@ -25,6 +25,24 @@ pub struct PaySimRow {
 }
 
 impl PaySimRow {
+    /// The transaction to publish for this row (the label, `is_fraud`, travels separately).
+    pub fn into_transaction(self, transaction_id: String, event_time: i64) -> Transaction {
+        Transaction {
+            transaction_id,
+            event_time,
+            step: self.step,
+            tx_type: self.tx_type,
+            amount: self.amount,
+            name_orig: self.name_orig,
+            oldbalance_org: self.oldbalance_org,
+            newbalance_orig: self.newbalance_orig,
+            name_dest: self.name_dest,
+            oldbalance_dest: self.oldbalance_dest,
+            newbalance_dest: self.newbalance_dest,
+            is_flagged_fraud: self.is_flagged_fraud,
+        }
+    }
+
     /// The fields the shared feature code reads (same code as the scorer's).
     pub fn view(&self) -> fraudstream_common::features::TxView<'_> {
         fraudstream_common::features::TxView {

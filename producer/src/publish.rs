@@ -5,7 +5,7 @@
 //! run). Transaction ids are derived from the file and line (`<prefix>-<line>`), so publishing
 //! the same file again yields the same ids and the sink's dedup keeps one row per transaction.
 
-use crate::paysim::{BadRow, CsvError, CsvReader, PaySimRow};
+use crate::paysim::{BadRow, CsvError, CsvReader};
 use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
 use fraudstream_common::{now_millis, CommonError};
 use fraudstream_schemas::{Codec, Label, SchemaError, Transaction};
@@ -205,23 +205,6 @@ impl Sender {
     }
 }
 
-fn transaction(row: PaySimRow, transaction_id: String) -> Transaction {
-    Transaction {
-        transaction_id,
-        event_time: now_millis(),
-        step: row.step,
-        tx_type: row.tx_type,
-        amount: row.amount,
-        name_orig: row.name_orig,
-        oldbalance_org: row.oldbalance_org,
-        newbalance_orig: row.newbalance_orig,
-        name_dest: row.name_dest,
-        oldbalance_dest: row.oldbalance_dest,
-        newbalance_dest: row.newbalance_dest,
-        is_flagged_fraud: row.is_flagged_fraud,
-    }
-}
-
 /// Publishes the file. `stop` ends the run early (Ctrl-C): everything sent is flushed and
 /// reported. `progress` is called about ten times a second with the running counts.
 pub async fn publish(
@@ -346,7 +329,7 @@ fn run(
                 format!("{}-{round}-{line}", s.cfg.id_prefix)
             };
             let (step, is_fraud) = (row.step, row.is_fraud);
-            let tx = transaction(row, id);
+            let tx = row.into_transaction(id, now_millis());
             let payload = Codec::encode_with_id(s.tx_schema, &tx)?;
             s.send(&s.cfg.transactions_topic, &tx.name_orig, &payload, TX)?;
             summary.sent += 1;

@@ -123,20 +123,8 @@ async fn main() {
                     break;
                 }
                 let Ok(r) = row else { continue };
-                let tx = Transaction {
-                    transaction_id: format!("{prefix}-{line}"),
-                    event_time: fraudstream_common::now_millis(),
-                    step: r.step,
-                    tx_type: r.tx_type,
-                    amount: r.amount,
-                    name_orig: r.name_orig,
-                    oldbalance_org: r.oldbalance_org,
-                    newbalance_orig: r.newbalance_orig,
-                    name_dest: r.name_dest,
-                    oldbalance_dest: r.oldbalance_dest,
-                    newbalance_dest: r.newbalance_dest,
-                    is_flagged_fraud: r.is_flagged_fraud,
-                };
+                let tx = r
+                    .into_transaction(format!("{prefix}-{line}"), fraudstream_common::now_millis());
                 let mut value = apache_avro::to_value(&tx).unwrap();
                 if let apache_avro::types::Value::Record(fields) = &mut value {
                     fields.push((

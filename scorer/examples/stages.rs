@@ -27,20 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let mut payloads = Vec::new();
     while let Some((line, row)) = reader.next_row()? {
         let Ok(r) = row else { continue };
-        let tx = Transaction {
-            transaction_id: format!("stages-{line}"),
-            event_time: 1_700_000_000_000,
-            step: r.step,
-            tx_type: r.tx_type,
-            amount: r.amount,
-            name_orig: r.name_orig,
-            oldbalance_org: r.oldbalance_org,
-            newbalance_orig: r.newbalance_orig,
-            name_dest: r.name_dest,
-            oldbalance_dest: r.oldbalance_dest,
-            newbalance_dest: r.newbalance_dest,
-            is_flagged_fraud: r.is_flagged_fraud,
-        };
+        let tx = r.into_transaction(format!("stages-{line}"), 1_700_000_000_000);
         payloads.push(codec.encode("stages-tx", &tx).await?);
         if payloads.len() >= limit {
             break;
