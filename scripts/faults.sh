@@ -28,7 +28,8 @@ cleanup() {
   for db in $(curl -sf "$CH/" --data-binary "SELECT name FROM system.databases WHERE name LIKE 'faults_%_$ID'" 2>/dev/null); do
     curl -sf "$CH/" --data-binary "DROP DATABASE $db" >/dev/null 2>&1 || true
   done
-  rm -rf "$WORK"
+  # A failed run keeps its services' logs for a look.
+  if [ "${failed:-0}" -gt 0 ]; then echo "faults: logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 log() { echo "  $*" >&2; }

@@ -115,6 +115,8 @@ impl RunSummary {
 /// The open Kafka transaction, shared with the rebalance callback.
 struct Txn {
     producer: BaseProducer,
+    /// The producer's settings (with the transactional.id), to start a new one after fencing.
+    config: rdkafka::ClientConfig,
     open: bool,
     /// Next offset to commit per input partition.
     offsets: HashMap<i32, i64>,
@@ -122,6 +124,20 @@ struct Txn {
 }
 
 impl Txn {
+    /// A producer under our transactional.id, ready for transactions. Initialising fences any
+    /// older producer with the same id and completes (aborts) its open transaction.
+    fn new(config: rdkafka::ClientConfig) -> Result<Self, ScorerError> {
+        let producer: BaseProducer = config.create()?;
+        producer.init_transactions(Duration::from_secs(30))?;
+        Ok(Txn {
+            producer,
+            config,
+            open: false,
+            offsets: HashMap::new(),
+            opened_at: Instant::now(),
+        })
+    }
+
     fn begin(&mut self) -> Result<(), ScorerError> {
         if !self.open {
             self.producer.begin_transaction()?;
@@ -179,9 +195,17 @@ impl Txn {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "commit failed; aborting the transaction and redoing its work");
-                self.producer.abort_transaction(timeout).map_err(|abort| {
-                    ScorerError::Transaction(format!("commit: {e}; abort: {abort}"))
-                })?;
+                if let Err(abort) = self.producer.abort_transaction(timeout) {
+                    // Fenced: a broker outage outlasted transaction.timeout.ms, so the coordinator
+                    // aborted the transaction itself and bumped the producer epoch. The outputs are
+                    // aborted either way; carry on with a new producer, from the committed offsets.
+                    tracing::warn!(error = %abort, "the transaction could not be aborted; starting a new producer");
+                    *self = Txn::new(self.config.clone()).map_err(|new| {
+                        ScorerError::Transaction(format!(
+                            "commit: {e}; abort: {abort}; new producer: {new}"
+                        ))
+                    })?;
+                }
                 metrics.txn_aborted.inc();
                 Ok(offsets.into_keys().collect())
             }
@@ -497,19 +521,9 @@ impl Engine {
         scored: &Receiver<Result<Scored, ScorerError>>,
         summary: &mut RunSummary,
     ) -> Result<(), ScorerError> {
-        let producer: BaseProducer = self
-            .cfg
-            .kafka
-            .client_config_with(PRODUCER_DEFAULTS)?
-            .set("transactional.id", &self.cfg.transactional_id)
-            .create()?;
-        producer.init_transactions(Duration::from_secs(30))?;
-        let txn = Arc::new(Mutex::new(Txn {
-            producer,
-            open: false,
-            offsets: HashMap::new(),
-            opened_at: Instant::now(),
-        }));
+        let mut config = self.cfg.kafka.client_config_with(PRODUCER_DEFAULTS)?;
+        config.set("transactional.id", &self.cfg.transactional_id);
+        let txn = Arc::new(Mutex::new(Txn::new(config)?));
         let fatal = Arc::new(Mutex::new(None));
         let generation = Arc::new(AtomicU64::new(0));
         let consumer: BaseConsumer<ScorerContext> = self
