@@ -218,12 +218,12 @@ async fn train_and_publish(
     let trained = train(ex, &training.params())?;
     let m = &trained.metrics;
     println!(
-        "trained in {:.1}s ({} rounds): holdout PR-AUC {:.4}, ROC-AUC {:.4}; threshold {:.4}: precision {:.3}, recall {:.3}, {:.1} alerts per 10k",
+        "trained in {:.1}s ({} rounds): holdout PR-AUC {:.4}, ROC-AUC {:.4}; threshold {}: precision {:.3}, recall {:.3}, {:.1} alerts per 10k",
         started.elapsed().as_secs_f64(),
         m["rounds"],
         m["pr_auc"],
         m["roc_auc"],
-        trained.threshold,
+        show_threshold(trained.threshold),
         m["precision"],
         m["recall"],
         m["alerts_per_10k"]
@@ -412,7 +412,7 @@ async fn main() -> Result<()> {
                 serving(ModelStatus::Challenger),
             );
             println!(
-                "{:>7}  {:<10}  {:<19}  {:>7}  {:>7}  {:>9}  {:>10}  serving",
+                "{:>7}  {:<10}  {:<19}  {:>7}  {:>7}  {:>11}  {:>10}  serving",
                 "version",
                 "status",
                 "created (UTC)",
@@ -430,13 +430,13 @@ async fn main() -> Result<()> {
                     ""
                 };
                 println!(
-                    "{:>7}  {:<10}  {:<19}  {:>7.4}  {:>7.4}  {:>9.4}  {:>10}  {now}",
+                    "{:>7}  {:<10}  {:<19}  {:>7.4}  {:>7.4}  {:>11}  {:>10}  {now}",
                     r.version,
                     r.status,
                     utc(r.created_at),
                     r.pr_auc,
                     r.roc_auc,
-                    r.threshold,
+                    show_threshold(r.threshold),
                     r.train_rows
                 );
             }
@@ -463,8 +463,10 @@ async fn main() -> Result<()> {
                 utc(latest.created_at)
             );
             println!(
-                "threshold {:.4}; training window {} .. {}",
-                latest.threshold, latest.training_window_start, latest.training_window_end
+                "threshold {}; training window {} .. {}",
+                show_threshold(latest.threshold),
+                latest.training_window_start,
+                latest.training_window_end
             );
             let metrics: serde_json::Value =
                 serde_json::from_str(&latest.metrics_json).unwrap_or_default();
@@ -534,4 +536,28 @@ fn utc(secs: u32) -> String {
         rem / 60 % 60,
         rem % 60
     )
+}
+
+/// A threshold as people read it: 4 decimals, unless that would show 0 or 1 for one that is not
+/// (on separable data a model's threshold can be 0.99999997 or 4.2e-5).
+fn show_threshold(t: f64) -> String {
+    match format!("{t:.4}") {
+        s if s == "0.0000" && t != 0.0 => format!("{t:.2e}"),
+        s if s == "1.0000" && t != 1.0 => format!("{t:.9}"),
+        s => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::show_threshold;
+
+    #[test]
+    fn thresholds_never_show_as_0_or_1_unless_they_are() {
+        assert_eq!(show_threshold(0.5), "0.5000");
+        assert_eq!(show_threshold(1.0), "1.0000");
+        assert_eq!(show_threshold(0.0), "0.0000");
+        assert_eq!(show_threshold(0.9999999724197927), "0.999999972");
+        assert_eq!(show_threshold(0.000042378736443703844), "4.24e-5");
+    }
 }
