@@ -147,16 +147,16 @@ impl Txn {
         Ok(())
     }
 
-    /// Commits outputs and offsets together. On failure the transaction is aborted and the
-    /// partitions whose offsets were not committed are returned, to be rewound.
+    /// Commits outputs and offsets together. On failure the transaction is aborted, and the result
+    /// says whether it held offsets: then the consumer must go back to the committed ones.
     fn commit(
         &mut self,
         topic: &str,
         consumer: &BaseConsumer<ScorerContext>,
         metrics: &ScorerMetrics,
-    ) -> Result<Vec<i32>, ScorerError> {
+    ) -> Result<bool, ScorerError> {
         if !self.open {
-            return Ok(Vec::new());
+            return Ok(false);
         }
         let _span = tracing::info_span!("kafka_commit", partitions = self.offsets.len()).entered();
         self.open = false;
@@ -191,7 +191,7 @@ impl Txn {
         match result {
             Ok(()) => {
                 metrics.txn_committed.inc();
-                Ok(Vec::new())
+                Ok(false)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "commit failed; aborting the transaction and redoing its work");
@@ -207,7 +207,7 @@ impl Txn {
                     })?;
                 }
                 metrics.txn_aborted.inc();
-                Ok(offsets.into_keys().collect())
+                Ok(!offsets.is_empty())
             }
         }
     }
@@ -615,7 +615,7 @@ impl Engine {
             if t.open && t.opened_at.elapsed() >= self.cfg.commit_interval {
                 let rewind = t.commit(&self.cfg.input_topic, &consumer, &self.metrics)?;
                 drop(t);
-                if !rewind.is_empty() {
+                if rewind {
                     // Batches in flight hold records after the aborted ones: all of them are
                     // polled again, and their results (of the old generation) dropped.
                     generation.fetch_add(1, Ordering::AcqRel);
@@ -635,7 +635,7 @@ impl Engine {
             .unwrap()
             .commit(&self.cfg.input_topic, &consumer, &self.metrics)?;
         summary.busy = first_record.map(|f| f.elapsed()).unwrap_or_default();
-        if !rewind.is_empty() {
+        if rewind {
             tracing::warn!("the last transaction was aborted at shutdown; its records will be scored again by the group");
         }
         consumer.unsubscribe();
