@@ -5,6 +5,8 @@
 
 pub mod clickhouse;
 pub mod features;
+#[cfg(feature = "model")]
+pub mod forest;
 pub mod kafka;
 #[cfg(feature = "model")]
 pub mod model;

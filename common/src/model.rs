@@ -4,7 +4,8 @@
 //! thread (the scorer's scoring thread); only `ModelRecord`s (plain data) cross threads.
 
 use crate::features::{FEATURE_NAMES, N_FEATURES};
-use fraudstream_schemas::{Compression, ModelRecord, Reason};
+use crate::forest::Forest;
+use fraudstream_schemas::{Compression, ModelRecord, ModelStatus, Reason};
 use lightgbm3::Booster;
 
 /// Why a model record was refused.
@@ -45,7 +46,14 @@ pub struct LoadedModel {
     pub version: i32,
     pub threshold: f64,
     booster: Booster,
+    /// The same trees evaluated natively, when they give LightGBM's exact scores (see
+    /// [`crate::forest`]); `None` scores with LightGBM.
+    forest: Option<Forest>,
 }
+
+/// Rows on which a native evaluation must match LightGBM bit for bit before it serves.
+const PROBE_ROWS: usize = 4096;
+const PROBE_CONTRIB_ROWS: usize = 256;
 
 /// Caps the threads every LightGBM call in this process may use (`LGBM_SetMaxThreads`).
 ///
@@ -58,6 +66,24 @@ pub fn limit_threads(n: i32) {
     // SAFETY: sets a process-wide integer in LightGBM; no pointers involved.
     unsafe {
         lightgbm3_sys::LGBM_SetMaxThreads(n);
+    }
+}
+
+/// A `ModelRecord` around a bootstrap model file (version 0, champion).
+pub fn bootstrap_record(model_name: &str, text: String, threshold: f64) -> ModelRecord {
+    ModelRecord {
+        model_name: model_name.into(),
+        version: 0,
+        created_at: crate::now_millis(),
+        format: "lightgbm-text".into(),
+        feature_names: crate::features::feature_names(),
+        threshold,
+        metrics: Default::default(),
+        training_window_start: 0,
+        training_window_end: 0,
+        compression: Compression::None,
+        model_text: text.into_bytes(),
+        status: ModelStatus::Champion,
     }
 }
 
@@ -120,12 +146,61 @@ impl LoadedModel {
                 N_FEATURES
             )));
         }
-        Ok(LoadedModel {
+        let mut model = LoadedModel {
             name: r.model_name.clone(),
             version: r.version,
             threshold: r.threshold,
             booster,
-        })
+            forest: None,
+        };
+        model.forest = match model.native_forest(&text) {
+            Ok(forest) => Some(forest),
+            Err(why) => {
+                tracing::warn!(model = %name, version, %why, "scoring with LightGBM's own predict (slower)");
+                None
+            }
+        };
+        Ok(model)
+    }
+
+    /// The model's trees for native scoring, if they score `PROBE_ROWS` rows exactly as
+    /// LightGBM does.
+    fn native_forest(&self, text: &str) -> Result<Forest, String> {
+        let forest = Forest::from_model_text(text, N_FEATURES)?;
+        let probe = forest.probe_rows(PROBE_ROWS);
+        let expected = self.lightgbm_predict(&probe).map_err(|e| e.to_string())?;
+        let mut got = Vec::with_capacity(PROBE_ROWS);
+        forest.predict(&probe, &mut got);
+        if let Some(i) = (0..PROBE_ROWS).find(|&i| got[i].to_bits() != expected[i].to_bits()) {
+            return Err(format!(
+                "the native score differs from LightGBM's on probe row {i}: {} vs {}",
+                got[i], expected[i]
+            ));
+        }
+        // TreeSHAP is ~100x the cost of a score: fewer rows.
+        let probe = &probe[..PROBE_CONTRIB_ROWS * N_FEATURES];
+        let expected = self
+            .lightgbm_contributions(probe)
+            .map_err(|e| e.to_string())?;
+        for (i, (row, want)) in probe
+            .chunks(N_FEATURES)
+            .zip(expected.chunks(N_FEATURES + 1))
+            .enumerate()
+        {
+            let got = forest.contributions(row);
+            if let Some(f) = (0..N_FEATURES).find(|&f| got[f].to_bits() != want[f].to_bits()) {
+                return Err(format!(
+                    "the native SHAP contribution of {} differs from LightGBM's on probe row {i}: {} vs {}",
+                    FEATURE_NAMES[f], got[f], want[f]
+                ));
+            }
+        }
+        Ok(forest)
+    }
+
+    /// Whether scoring runs natively (the model passed the check against LightGBM).
+    pub fn is_native(&self) -> bool {
+        self.forest.is_some()
     }
 
     /// Fraud probabilities for a row-major matrix of [`N_FEATURES`] columns.
@@ -133,6 +208,16 @@ impl LoadedModel {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(forest) = &self.forest {
+            let mut out = Vec::with_capacity(rows.len() / N_FEATURES);
+            forest.predict(rows, &mut out);
+            return Ok(out);
+        }
+        self.lightgbm_predict(rows)
+    }
+
+    /// [`Self::predict`] by LightGBM itself.
+    pub fn lightgbm_predict(&self, rows: &[f64]) -> Result<Vec<f64>, lightgbm3::Error> {
         // num_threads=0: as many as `limit_threads` allows.
         self.booster
             .predict_with_params(rows, N_FEATURES as i32, true, "num_threads=0")
@@ -145,28 +230,177 @@ impl LoadedModel {
         rows: &[f64],
         k: usize,
     ) -> Result<Vec<Vec<Reason>>, lightgbm3::Error> {
+        let top = |row: &[f64]| {
+            let mut reasons: Vec<Reason> = FEATURE_NAMES
+                .iter()
+                .zip(row)
+                .map(|(f, c)| Reason {
+                    feature: f.to_string(),
+                    contribution: *c,
+                })
+                .collect();
+            reasons.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
+            reasons.truncate(k);
+            reasons
+        };
+        if let Some(forest) = &self.forest {
+            return Ok(rows
+                .chunks(N_FEATURES)
+                .map(|row| top(&forest.contributions(row)))
+                .collect());
+        }
+        Ok(self
+            .lightgbm_contributions(rows)?
+            .chunks(N_FEATURES + 1)
+            .map(top)
+            .collect())
+    }
+
+    /// LightGBM's SHAP contributions: per row, one per feature, then the bias.
+    pub fn lightgbm_contributions(&self, rows: &[f64]) -> Result<Vec<f64>, lightgbm3::Error> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let contrib = self
-            .booster
-            .predict_contrib(rows, N_FEATURES as i32, true)?;
-        // Per row: one contribution per feature, then the bias.
-        Ok(contrib
-            .chunks(N_FEATURES + 1)
-            .map(|row| {
-                let mut reasons: Vec<Reason> = FEATURE_NAMES
-                    .iter()
-                    .zip(row)
-                    .map(|(f, c)| Reason {
-                        feature: f.to_string(),
-                        contribution: *c,
-                    })
-                    .collect();
-                reasons.sort_by(|a, b| b.contribution.total_cmp(&a.contribution));
-                reasons.truncate(k);
-                reasons
+        self.booster.predict_contrib(rows, N_FEATURES as i32, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Rows with what LightGBM treats specially: exact zeros, values within its zero threshold,
+    /// NaN and ±inf (in `special` features), and values on a grid, so rows land exactly on
+    /// split thresholds.
+    fn rows(n: usize, seed: u64, special: &[usize]) -> Vec<f64> {
+        let mut state = seed;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        (0..n * N_FEATURES)
+            .map(|i| {
+                let (u, v) = (next(), next());
+                match (special.contains(&(i % N_FEATURES)), u) {
+                    (_, u) if u < 0.1 => 0.0,
+                    (true, u) if u < 0.2 => f64::NAN,
+                    (true, u) if u < 0.22 => {
+                        [f64::INFINITY, f64::NEG_INFINITY, 1e-36, -0.0][(v * 4.0) as usize]
+                    }
+                    (_, u) if u < 0.6 => (v * 20.0).round() / 10.0 - 1.0,
+                    _ => v * 1e4 - 3e3,
+                }
             })
-            .collect())
+            .collect()
+    }
+
+    fn labels(x: &[f64]) -> Vec<f32> {
+        x.chunks(N_FEATURES)
+            .map(|r| {
+                let fraud =
+                    (r[0] > 0.3 && r[1] < 0.5) || (r[3].is_nan() && r[2] > 0.0) || r[4] == 0.0;
+                f32::from(u8::from(fraud))
+            })
+            .collect()
+    }
+
+    fn train(params: serde_json::Value, special: &[usize]) -> String {
+        let x = rows(5000, 7, special);
+        let dataset =
+            lightgbm3::Dataset::from_slice(&x, &labels(&x), N_FEATURES as i32, true).unwrap();
+        let booster = lightgbm3::Booster::train(dataset, &params).unwrap();
+        booster.save_string().unwrap()
+    }
+
+    fn load(text: String) -> LoadedModel {
+        LoadedModel::from_record(&bootstrap_record("test", text, 0.5)).unwrap()
+    }
+
+    /// What a user would check: the scores and the reasons are LightGBM's, to the bit.
+    fn assert_same_as_lightgbm(model: &LoadedModel, special: &[usize]) {
+        let x = rows(3000, 99, special);
+        let native = model.predict(&x).unwrap();
+        let lightgbm = model.lightgbm_predict(&x).unwrap();
+        assert_eq!(native.len(), 3000);
+        for (i, (a, b)) in native.iter().zip(&lightgbm).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "row {i}: native {a} vs LightGBM {b}"
+            );
+        }
+        let x = &x[..300 * N_FEATURES];
+        let want = model.lightgbm_contributions(x).unwrap();
+        // Twice: the second pass replays TreeSHAP's cached additions.
+        for pass in 0..2 {
+            for (i, (row, want)) in x
+                .chunks(N_FEATURES)
+                .zip(want.chunks(N_FEATURES + 1))
+                .enumerate()
+            {
+                let got = model.forest.as_ref().unwrap().contributions(row);
+                for f in 0..N_FEATURES {
+                    assert_eq!(
+                        got[f].to_bits(),
+                        want[f].to_bits(),
+                        "pass {pass}, row {i}, feature {f}: {} vs {}",
+                        got[f],
+                        want[f]
+                    );
+                }
+            }
+        }
+        let reasons = model.top_reasons(x, 3).unwrap();
+        assert_eq!(reasons.len(), 300);
+        assert!(reasons.iter().all(|r| r.len() == 3));
+    }
+
+    #[test]
+    fn native_scores_and_reasons_are_lightgbms_bit_for_bit() {
+        let base = json!({"objective": "binary", "num_iterations": 60, "num_leaves": 15,
+            "min_data_in_leaf": 5, "verbose": -1, "num_threads": 1});
+        // No NaN in training: no missing-value splits (the scorer's case, one comparison a step).
+        let plain = load(train(base.clone(), &[]));
+        assert!(plain.is_native() && plain.forest.as_ref().unwrap().plain);
+        assert_same_as_lightgbm(&plain, &[3, 4]);
+        // NaN in training: splits that send NaN their own way.
+        let nan = load(train(base.clone(), &[3, 4]));
+        assert!(nan.is_native() && !nan.forest.as_ref().unwrap().plain);
+        assert_same_as_lightgbm(&nan, &[3, 4]);
+        // Zero as missing.
+        let mut zero_params = base.clone();
+        zero_params["zero_as_missing"] = json!(true);
+        let zero = load(train(zero_params, &[3]));
+        assert!(zero.is_native() && !zero.forest.as_ref().unwrap().plain);
+        assert_same_as_lightgbm(&zero, &[3, 4]);
+    }
+
+    #[test]
+    fn models_the_native_path_does_not_cover_are_scored_by_lightgbm() {
+        let params = json!({"objective": "binary", "num_iterations": 20, "num_leaves": 7,
+            "verbose": -1, "num_threads": 1});
+        let text = train(params, &[]);
+        // LightGBM reads it; the native path only implements `binary`.
+        let text = text.replace("objective=binary sigmoid:1", "objective=cross_entropy");
+        let model = load(text.clone());
+        assert!(!model.is_native());
+        let x = rows(1000, 5, &[]);
+        assert_eq!(
+            model.predict(&x).unwrap(),
+            model.lightgbm_predict(&x).unwrap()
+        );
+        let refusal = |text: &str| Forest::from_model_text(text, N_FEATURES).unwrap_err();
+        assert!(refusal(&text).contains("objective cross_entropy"));
+        let binary = text.replace("objective=cross_entropy", "objective=binary sigmoid:1");
+        assert!(Forest::from_model_text(&binary, N_FEATURES).is_ok());
+        let first_tree = |from: &str, to: &str| binary.replacen(from, to, 1);
+        assert!(refusal(&first_tree("num_cat=0", "num_cat=1")).contains("Tree=0: categorical"));
+        assert!(
+            refusal(&first_tree("is_linear=0", "is_linear=1")).contains("Tree=0: a linear tree")
+        );
+        assert!(refusal(&first_tree("left_child=", "left_child=40 ")).contains("Tree=0:"));
     }
 }

@@ -44,9 +44,11 @@ async fn main() -> anyhow::Result<()> {
     let batch = 10_000;
     let passes: usize = std::env::var("PASSES").map_or(Ok(5), |s| s.parse())?;
     let mut best = [f64::MAX; 5];
+    let mut lightgbm_best = f64::MAX;
     let mut alerts = 0;
     for _ in 0..passes {
         let mut t = [0f64; 5];
+        let mut lightgbm = 0f64;
         let mut history = AccountHistory::default();
         alerts = 0;
         for (b, chunk) in payloads.chunks(batch).enumerate() {
@@ -66,6 +68,11 @@ async fn main() -> anyhow::Result<()> {
             let s = Instant::now();
             let scores = model.predict(&rows)?;
             t[2] += s.elapsed().as_secs_f64();
+            // LightGBM's own predict on the same rows, for comparison (not in the total).
+            let s = Instant::now();
+            let reference = model.lightgbm_predict(&rows)?;
+            lightgbm += s.elapsed().as_secs_f64();
+            assert_eq!(reference, scores, "native scores differ from LightGBM's");
             let s = Instant::now();
             let mut alert_rows = Vec::new();
             for (i, sc) in scores.iter().enumerate() {
@@ -106,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
         for (b, x) in best.iter_mut().zip(t) {
             *b = b.min(x);
         }
+        lightgbm_best = lightgbm_best.min(lightgbm);
     }
     let names = ["decode", "features", "predict", "reasons", "encode"];
     let total: f64 = best.iter().sum();
@@ -116,6 +124,12 @@ async fn main() -> anyhow::Result<()> {
         "{:>10}: {:7.3} µs/record ({n} records, {alerts} alerts)",
         "total",
         total * 1e6 / n as f64
+    );
+    println!(
+        "{:>10}: {:7.3} µs/record (LightGBM's own predict, for comparison; native: {})",
+        "lightgbm",
+        lightgbm_best * 1e6 / n as f64,
+        model.is_native()
     );
     Ok(())
 }

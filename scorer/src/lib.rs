@@ -32,7 +32,7 @@ use fraudstream_common::kafka::{
 use fraudstream_common::model::LoadedModel;
 use fraudstream_common::server::Health;
 use fraudstream_common::{now_millis, CommonError};
-use fraudstream_schemas::{Codec, ModelRecord, ModelStatus, Prediction, SchemaError, Transaction};
+use fraudstream_schemas::{Codec, Prediction, SchemaError, Transaction};
 use metrics::ScorerMetrics;
 use models::{ModelEvent, ModelSet};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -870,20 +870,4 @@ impl Drop for AbortOnExit {
     }
 }
 
-/// A `ModelRecord` around a bootstrap model file (version 0, champion).
-pub fn bootstrap_record(model_name: &str, text: String, threshold: f64) -> ModelRecord {
-    ModelRecord {
-        model_name: model_name.into(),
-        version: 0,
-        created_at: now_millis(),
-        format: "lightgbm-text".into(),
-        feature_names: fraudstream_common::features::feature_names(),
-        threshold,
-        metrics: HashMap::new(),
-        training_window_start: 0,
-        training_window_end: 0,
-        compression: fraudstream_schemas::Compression::None,
-        model_text: text.into_bytes(),
-        status: ModelStatus::Champion,
-    }
-}
+pub use fraudstream_common::model::bootstrap_record;
