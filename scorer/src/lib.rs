@@ -43,7 +43,7 @@ use stage::{Batch, Output, RawRecord, Scored};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -480,6 +480,7 @@ impl Engine {
         let (batches, stage_batches) = std::sync::mpsc::sync_channel::<Arc<Batch>>(PIPELINE_DEPTH);
         let (stage_scored, scored) = std::sync::mpsc::channel();
         let (stage_ready, ready) = std::sync::mpsc::channel();
+        let (recycle, recycled) = std::sync::mpsc::channel();
         let engine = self.clone();
         let stage = std::thread::Builder::new()
             .name("scoring".into())
@@ -491,15 +492,26 @@ impl Engine {
                     stage_ready,
                     stage_batches,
                     stage_scored,
+                    recycled,
                 )
             })
             .map_err(|e| ScorerError::Scoring(format!("cannot start the scoring thread: {e}")))?;
         let result = match ready.recv() {
-            Ok(Ok(model)) => self.run_kafka(&model, &batches, &scored, &mut summary),
+            Ok(Ok(model)) => {
+                let mut pipeline = Pipeline {
+                    batches,
+                    scored,
+                    recycle,
+                    in_flight: VecDeque::new(),
+                    spare: Vec::new(),
+                };
+                let result = self.run_kafka(&model, &mut pipeline, &mut summary);
+                drop(pipeline); // the stage ends when its input closes
+                result
+            }
             Ok(Err(e)) => Err(e),
             Err(_) => Ok(()), // stopped before a champion was known
         };
-        drop(batches); // the stage ends when its input closes
         let _ = stage.join();
         result?;
         // Also ends the model watcher when we stop on our own (--stop-after).
@@ -519,8 +531,7 @@ impl Engine {
     fn run_kafka(
         &self,
         model: &str,
-        batches: &SyncSender<Arc<Batch>>,
-        scored: &Receiver<Result<Scored, ScorerError>>,
+        pipeline: &mut Pipeline,
         summary: &mut RunSummary,
     ) -> Result<(), ScorerError> {
         let mut config = self.cfg.kafka.client_config_with(PRODUCER_DEFAULTS)?;
@@ -545,12 +556,15 @@ impl Engine {
         consumer.subscribe(&[&self.cfg.input_topic])?;
         self.health.set_ready(format!("scoring with {model}"));
 
-        let mut in_flight: VecDeque<Arc<Batch>> = VecDeque::new();
         let mut last_lag = Instant::now();
         let mut first_record: Option<Instant> = None;
         let stop_after = self.cfg.stop_after.unwrap_or(u64::MAX);
         loop {
-            let in_flight_records: u64 = in_flight.iter().map(|b| b.records.len() as u64).sum();
+            let in_flight_records: u64 = pipeline
+                .in_flight
+                .iter()
+                .map(|b| b.records.len() as u64)
+                .sum();
             let stopping = self.stop.load(Ordering::Relaxed)
                 || summary.records + in_flight_records >= stop_after;
             if let Some(e) = fatal.lock().unwrap().take() {
@@ -559,55 +573,55 @@ impl Engine {
             // Send what the stage has scored; wait for it when the pipeline is full or draining.
             let mut waited = false;
             loop {
+                let in_flight = &pipeline.in_flight;
                 let must_wait =
                     in_flight.len() >= PIPELINE_DEPTH || (stopping && !in_flight.is_empty());
                 let next = if must_wait && !waited {
                     waited = true;
-                    Some(scored.recv().map_err(|_| stage_stopped())?)
+                    Some(pipeline.scored.recv().map_err(|_| stage_stopped())?)
                 } else {
-                    match scored.try_recv() {
+                    match pipeline.scored.try_recv() {
                         Ok(r) => Some(r),
                         Err(TryRecvError::Empty) => None,
                         Err(TryRecvError::Disconnected) => return Err(stage_stopped()),
                     }
                 };
                 let Some(result) = next else { break };
-                let batch = in_flight
-                    .pop_front()
-                    .expect("a result is for a batch in flight");
-                self.send_scored(&txn, &generation, &batch, result?, summary)?;
+                self.send_scored(&txn, &generation, pipeline, result?, summary)?;
             }
-            if stopping && in_flight.is_empty() {
+            if stopping && pipeline.in_flight.is_empty() {
                 break;
             }
             if !stopping {
                 // With a batch being scored, take what is there; otherwise wait a little for it.
-                let timeout = if in_flight.is_empty() {
+                let timeout = if pipeline.in_flight.is_empty() {
                     Duration::from_millis(50)
                 } else {
                     Duration::ZERO
                 };
-                let batch = self.poll_batch(&consumer, &generation, timeout)?;
+                let batch = pipeline.spare.pop().unwrap_or_default();
+                let batch = self.poll_batch(&consumer, &generation, timeout, batch)?;
                 if !batch.records.is_empty() {
                     first_record.get_or_insert_with(Instant::now);
                     if self.cfg.passthrough {
                         self.forward(&txn, &batch, summary)?;
+                        pipeline.reuse(Arc::new(batch));
                     } else {
                         let batch = Arc::new(batch);
-                        in_flight.push_back(batch.clone());
-                        batches.send(batch).map_err(|_| stage_stopped())?;
+                        pipeline.in_flight.push_back(batch.clone());
+                        pipeline.batches.send(batch).map_err(|_| stage_stopped())?;
                     }
-                } else if !in_flight.is_empty() {
-                    // Nothing new: wait for the batch in flight instead of spinning.
-                    match scored.recv_timeout(Duration::from_millis(50)) {
-                        Ok(result) => {
-                            let batch = in_flight
-                                .pop_front()
-                                .expect("a result is for a batch in flight");
-                            self.send_scored(&txn, &generation, &batch, result?, summary)?;
+                } else {
+                    pipeline.spare.push(batch);
+                    if !pipeline.in_flight.is_empty() {
+                        // Nothing new: wait for the batch in flight instead of spinning.
+                        match pipeline.scored.recv_timeout(Duration::from_millis(50)) {
+                            Ok(result) => {
+                                self.send_scored(&txn, &generation, pipeline, result?, summary)?;
+                            }
+                            Err(RecvTimeoutError::Timeout) => {}
+                            Err(RecvTimeoutError::Disconnected) => return Err(stage_stopped()),
                         }
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => return Err(stage_stopped()),
                     }
                 }
             }
@@ -649,8 +663,9 @@ impl Engine {
         consumer: &BaseConsumer<ScorerContext>,
         generation: &AtomicU64,
         mut timeout: Duration,
+        mut batch: Batch,
     ) -> Result<Batch, ScorerError> {
-        let mut batch = Batch::default();
+        batch.clear();
         while batch.records.len() < self.cfg.max_batch {
             let before = generation.load(Ordering::Acquire);
             let next = consumer.poll(timeout);
@@ -674,14 +689,32 @@ impl Engine {
         Ok(batch)
     }
 
-    /// Sends a scored batch's outputs in the open transaction, with its offsets; drops it if it
-    /// was polled before a rebalance or an abort.
+    /// Sends the oldest batch in flight, as scored, in the open transaction with its offsets; drops
+    /// it if it was polled before a rebalance or an abort. Its buffers go round again.
     fn send_scored(
         &self,
         txn: &Mutex<Txn>,
         generation: &AtomicU64,
-        batch: &Batch,
+        pipeline: &mut Pipeline,
         scored: Scored,
+        summary: &mut RunSummary,
+    ) -> Result<(), ScorerError> {
+        let batch = pipeline
+            .in_flight
+            .pop_front()
+            .expect("a result is for a batch in flight");
+        let result = self.send_outputs(txn, generation, &batch, &scored, summary);
+        pipeline.reuse(batch);
+        let _ = pipeline.recycle.send(scored); // the stage may have stopped: nothing to reuse
+        result
+    }
+
+    fn send_outputs(
+        &self,
+        txn: &Mutex<Txn>,
+        generation: &AtomicU64,
+        batch: &Batch,
+        scored: &Scored,
         summary: &mut RunSummary,
     ) -> Result<(), ScorerError> {
         if scored.generation != generation.load(Ordering::Acquire) {
@@ -855,6 +888,30 @@ fn stage_stopped() -> ScorerError {
 /// being processed when the error came: that record would be skipped for good (a real loss seen in
 /// the broker-restart fault scenario). On a clean exit the transaction is already committed and
 /// this does nothing.
+/// The Kafka thread's side of the pipeline to the scoring stage.
+///
+/// Buffers go round instead of being allocated per batch: a fresh buffer of megabytes is
+/// page-faulted in, and the kernel zeroing those pages cost about as much CPU as the scoring.
+struct Pipeline {
+    batches: SyncSender<Arc<Batch>>,
+    scored: Receiver<Result<Scored, ScorerError>>,
+    /// Sent batches' output buffers, back to the stage.
+    recycle: Sender<Scored>,
+    /// Batches with the stage, oldest first.
+    in_flight: VecDeque<Arc<Batch>>,
+    /// Input buffers to poll into.
+    spare: Vec<Batch>,
+}
+
+impl Pipeline {
+    fn reuse(&mut self, batch: Arc<Batch>) {
+        // The stage lets go of a batch before it returns its result.
+        if let Ok(batch) = Arc::try_unwrap(batch) {
+            self.spare.push(batch);
+        }
+    }
+}
+
 struct AbortOnExit(Arc<Mutex<Txn>>);
 
 impl Drop for AbortOnExit {

@@ -110,6 +110,7 @@ pub(crate) fn run(
     ready: Sender<Result<String, ScorerError>>,
     batches: Receiver<Arc<Batch>>,
     scored: Sender<Result<Scored, ScorerError>>,
+    recycled: Receiver<Scored>,
 ) {
     let models = match engine.initial_models(&events, bootstrap) {
         Ok(m) => m,
@@ -129,9 +130,12 @@ pub(crate) fn run(
         histories: HashMap::new(),
         generation: u64::MAX,
         rows: Vec::new(),
+        txs: Vec::new(),
+        recycled,
     };
     while let Ok(batch) = batches.recv() {
         let result = stage.score(&batch);
+        drop(batch); // before the result: the Kafka thread then reuses its buffer
         let failed = result.is_err();
         if scored.send(result).is_err() || failed {
             return;
@@ -146,7 +150,10 @@ struct Stage {
     /// Per input partition; rebuilt from Kafka when a partition is first seen in a generation.
     histories: HashMap<i32, AccountHistory>,
     generation: u64,
+    /// Reused from batch to batch, as are the output buffers (`recycled`).
     rows: Vec<f64>,
+    txs: Vec<Transaction>,
+    recycled: Receiver<Scored>,
 }
 
 impl Stage {
@@ -176,13 +183,22 @@ impl Stage {
         }
         let engine = &*self.engine;
         let started = Instant::now();
-        let mut out = Scored {
-            generation: batch.generation,
-            bytes: Vec::with_capacity(batch.bytes.len() * 2),
-            outputs: Vec::with_capacity(batch.records.len()),
+        let mut out = match self.recycled.try_recv() {
+            Ok(mut out) => {
+                out.bytes.clear();
+                out.outputs.clear();
+                out
+            }
+            Err(_) => Scored {
+                generation: 0,
+                bytes: Vec::with_capacity(batch.bytes.len() * 2),
+                outputs: Vec::with_capacity(batch.records.len()),
+            },
         };
+        out.generation = batch.generation;
         self.rows.clear();
-        let mut txs: Vec<Transaction> = Vec::with_capacity(batch.records.len());
+        let mut txs = std::mem::take(&mut self.txs);
+        txs.clear();
         for (index, r) in batch.records.iter().enumerate() {
             let decoded = batch
                 .payload(r)
@@ -225,7 +241,7 @@ impl Stage {
             .map_err(scoring)?
             .into_iter();
         let scored_at = fraudstream_common::now_millis();
-        for (i, tx) in txs.into_iter().enumerate() {
+        for (i, tx) in txs.drain(..).enumerate() {
             let score = scores[i];
             let is_alert = score >= champion.threshold;
             let prediction = Prediction {
@@ -269,6 +285,7 @@ impl Stage {
                 event_time: prediction.event_time,
             });
         }
+        self.txs = txs;
         engine
             .metrics
             .batch_size
