@@ -7,6 +7,7 @@ use crate::features::{FEATURE_NAMES, N_FEATURES};
 use crate::forest::Forest;
 use fraudstream_schemas::{Compression, ModelRecord, ModelStatus, Reason};
 use lightgbm3::Booster;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Why a model record was refused.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,14 @@ pub fn bootstrap_record(model_name: &str, text: String, threshold: f64) -> Model
     }
 }
 
+static NATIVE_TREES: AtomicBool = AtomicBool::new(true);
+
+/// Whether models loaded from now on may score natively (see [`crate::forest`]); process-wide,
+/// like [`limit_threads`]. On by default.
+pub fn use_native_trees(on: bool) {
+    NATIVE_TREES.store(on, Ordering::Relaxed);
+}
+
 /// Model text, compressed for the record when large (LightGBM text compresses ~5x).
 pub fn pack_model_text(text: &str) -> (Compression, Vec<u8>) {
     if text.len() > 64 * 1024 {
@@ -153,13 +162,15 @@ impl LoadedModel {
             booster,
             forest: None,
         };
-        model.forest = match model.native_forest(&text) {
-            Ok(forest) => Some(forest),
-            Err(why) => {
-                tracing::warn!(model = %name, version, %why, "scoring with LightGBM's own predict (slower)");
-                None
-            }
-        };
+        if NATIVE_TREES.load(Ordering::Relaxed) {
+            model.forest = match model.native_forest(&text) {
+                Ok(forest) => Some(forest),
+                Err(why) => {
+                    tracing::warn!(model = %name, version, %why, "scoring with LightGBM's own predict (slower)");
+                    None
+                }
+            };
+        }
         Ok(model)
     }
 

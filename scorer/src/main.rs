@@ -75,6 +75,11 @@ struct Cli {
     #[arg(long, env = "FRAUDSTREAM_LIGHTGBM_THREADS", default_value_t = 1,
           value_parser = clap::value_parser!(i32).range(1..))]
     lightgbm_threads: i32,
+    /// Score with LightGBM's own predict and SHAP instead of the native evaluation of the same
+    /// trees. The native one is ~3x faster and, when a model loads, must give LightGBM's exact
+    /// scores and contributions on probe rows, or LightGBM serves that model anyway.
+    #[arg(long, env = "FRAUDSTREAM_LIGHTGBM_PREDICT")]
+    lightgbm_predict: bool,
     /// Address of /metrics and /health.
     #[arg(
         long,
@@ -92,6 +97,7 @@ async fn run_scorer() -> Result<()> {
     let cli = Cli::parse();
     let _telemetry = telemetry::init("scorer", &cli.telemetry)?;
     fraudstream_common::model::limit_threads(cli.lightgbm_threads);
+    fraudstream_common::model::use_native_trees(!cli.lightgbm_predict);
     let metrics = Arc::new(ScorerMetrics::new()?);
     let health = Health::new();
     server::serve(cli.metrics_addr, metrics.registry.clone(), health.clone()).await?;

@@ -122,7 +122,7 @@ impl ModelSet {
             ModelStatus::Champion if current(&self.champion) != Some(record.version) => {
                 match LoadedModel::from_record(record) {
                     Ok(m) => {
-                        tracing::info!(version = m.version, threshold = m.threshold, from = ?current(&self.champion), "champion model swapped in");
+                        tracing::info!(version = m.version, threshold = m.threshold, from = ?current(&self.champion), native = m.is_native(), "champion model swapped in");
                         if self.champion.is_some() {
                             metrics.model_swaps.inc();
                         }
