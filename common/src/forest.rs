@@ -13,7 +13,7 @@
 //! (categorical splits, linear trees, objectives other than `binary`).
 
 use rustc_hash::FxHashMap;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 /// LightGBM's `kZeroThreshold` (a float constant widened to double, as in LightGBM): values
 /// within it are zero, both when a dense row is read and for `missing_type=Zero` splits.
@@ -53,8 +53,8 @@ struct Tree {
 /// (feature, amount): one of TreeSHAP's additions to a contribution.
 type Addition = (u32, f64);
 
-/// Bounds the memory of [`Tree::shap_cache`]: ~40 additions of 16 bytes per entry.
-const SHAP_CACHE_PER_TREE: usize = 512;
+/// Bounds the memory of all trees' [`Tree::shap_cache`]s: 16 bytes an addition, 16 MiB in all.
+const SHAP_CACHE_ADDITIONS: usize = 1 << 20;
 
 /// The trees of a LightGBM `binary` model, ready to score row-major feature matrices.
 #[derive(Debug)]
@@ -65,6 +65,8 @@ pub struct Forest {
     /// No split treats zero or NaN as missing (LightGBM's default on data without NaN), so NaN
     /// can be read as 0 once per row and each step is one comparison.
     pub(crate) plain: bool,
+    /// Additions held by the trees' SHAP caches.
+    shap_cached: Cell<usize>,
 }
 
 /// Rows walked together through one tree; enough independent walks to hide each step's latency
@@ -174,6 +176,7 @@ impl Forest {
             sigmoid,
             n_features,
             plain,
+            shap_cached: Cell::new(0),
         })
     }
 
@@ -315,8 +318,9 @@ impl Forest {
             for &(f, add) in &adds {
                 phi[f as usize] += add;
             }
-            if let Some(w) = ways.filter(|_| cache.len() < SHAP_CACHE_PER_TREE) {
+            if let Some(w) = ways.filter(|_| self.shap_cached.get() < SHAP_CACHE_ADDITIONS) {
                 cache.insert(w, adds.as_slice().into());
+                self.shap_cached.set(self.shap_cached.get() + adds.len());
             }
         }
         phi
