@@ -72,14 +72,11 @@ scorer_run() { # $1 = run tag, rest = extra flags; the models topic is $MT (defa
     --metrics-addr 127.0.0.1:0 --stop-after "$STREAM_ROWS" --commit-interval-ms 100 "$@" 2>/dev/null | rate_of
 }
 sc=(); pt=(); ratio=(); rss=(); sk=(); sk_rss=(); small=(); small_ratio=(); lg=(); lg_ratio=()
-for i in $(seq 1 "$RUNS"); do
+# The scorer/passthrough ratio moves most from run to run on a shared machine: $PAIRS pairs, each
+# side by side, with nothing else (such as ClickHouse merging the sink's inserts) in between.
+PAIRS="${PAIRS:-5}"
+for i in $(seq 1 "$PAIRS"); do
   sc+=("$(scorer_run "score$i")"); rss+=("$(rss_mb)")
-  # The sink lands this run's predictions (offsets committed after each insert, as in production).
-  sk+=("$(peak_rss "$BIN/sink" --group "bench-sink-$i-$ID" --predictions-topic "bench-score$i-$ID-out" \
-    --transactions-topic "bench-sink-tx-$i-$ID" --labels-topic "bench-sink-labels-$i-$ID" --dlq-topic "bench-sink-dlq-$i-$ID" \
-    --clickhouse-database "bench_sink_${i}_$$" --metrics-addr 127.0.0.1:0 --stop-after "$STREAM_ROWS" 2>/dev/null | rate_of)")
-  sk_rss+=("$(rss_mb)")
-  log "sink run $i: ${sk[-1]} rows/s, peak RSS ${sk_rss[-1]} MiB"
   pt+=("$(scorer_run "pass$i" --passthrough)")
   ratio+=("$(awk -v a="${sc[-1]}" -v b="${pt[-1]}" 'BEGIN {printf "%.2f", a / b}')")
   small+=("$(MT="$SMALL_MODELS" scorer_run "small$i")")
@@ -88,6 +85,14 @@ for i in $(seq 1 "$RUNS"); do
   lg+=("$(scorer_run "lgbm$i" --lightgbm-predict)")
   lg_ratio+=("$(awk -v a="${lg[-1]}" -v b="${pt[-1]}" 'BEGIN {printf "%.2f", a / b}')")
   log "scorer run $i: ${sc[-1]} tx/s, passthrough ${pt[-1]} tx/s, ratio ${ratio[-1]}, scorer peak RSS ${rss[-1]} MiB; compact model ${small[-1]} tx/s, ratio ${small_ratio[-1]}; LightGBM's predict ${lg[-1]} tx/s"
+done
+for i in $(seq 1 "$RUNS"); do
+  # The sink lands a scorer run's predictions (offsets committed after each insert, as in production).
+  sk+=("$(peak_rss "$BIN/sink" --group "bench-sink-$i-$ID" --predictions-topic "bench-score$i-$ID-out" \
+    --transactions-topic "bench-sink-tx-$i-$ID" --labels-topic "bench-sink-labels-$i-$ID" --dlq-topic "bench-sink-dlq-$i-$ID" \
+    --clickhouse-database "bench_sink_${i}_$$" --metrics-addr 127.0.0.1:0 --stop-after "$STREAM_ROWS" 2>/dev/null | rate_of)")
+  sk_rss+=("$(rss_mb)")
+  log "sink run $i: ${sk[-1]} rows/s, peak RSS ${sk_rss[-1]} MiB"
 done
 
 # End-to-end latency at fixed rates: producer → scorer (exactly-once) → committed prediction.
@@ -135,7 +140,7 @@ log "baseline: ${bl[*]} req/s; p50 ${bl50[*]} ms, p99 ${bl99[*]} ms"
 
 mkdir -p bench/results
 {
-  echo "## fraudstream bench — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, medians of $RUNS runs"
+  echo "## fraudstream bench — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, medians of $RUNS runs ($PAIRS for the scorer rows)"
   echo
   echo "| what | median | runs | goal |"
   echo "|---|---:|---|---:|"

@@ -400,6 +400,7 @@ impl Engine {
                 detail: e.to_string(),
             })?;
             set.champion = Some(model);
+            set.report(&self.metrics);
         }
         self.health.set_unready("reading the models topic");
         let mut caught_up = false;

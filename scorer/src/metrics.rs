@@ -21,6 +21,7 @@ pub struct ScorerMetrics {
     pub commit_seconds: Histogram,
     pub end_to_end_seconds: Histogram,
     pub model_version: IntGaugeVec,
+    pub model_native: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
     pub state_rebuilds: IntCounterVec,
 }
@@ -89,6 +90,13 @@ impl ScorerMetrics {
                 Opts::new("model_version", "Model version serving, by role"),
                 &["role"],
             )?,
+            model_native: IntGaugeVec::new(
+                Opts::new(
+                    "model_native",
+                    "1 when the model's trees are evaluated natively, 0 when LightGBM's own predict serves it, by role",
+                ),
+                &["role"],
+            )?,
             consumer_lag: IntGaugeVec::new(
                 Opts::new("consumer_lag", "Records behind the end of the partition"),
                 &["partition"],
@@ -103,6 +111,7 @@ impl ScorerMetrics {
             registry,
         };
         m.registry.register(Box::new(m.model_version.clone()))?;
+        m.registry.register(Box::new(m.model_native.clone()))?;
         m.registry.register(Box::new(m.consumer_lag.clone()))?;
         m.registry.register(Box::new(m.state_rebuilds.clone()))?;
         Ok(m)

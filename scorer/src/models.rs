@@ -126,16 +126,8 @@ impl ModelSet {
                         if self.champion.is_some() {
                             metrics.model_swaps.inc();
                         }
-                        metrics
-                            .model_version
-                            .with_label_values(&["champion"])
-                            .set(m.version as i64);
                         if current(&self.challenger) == Some(m.version) {
                             self.challenger = None;
-                            metrics
-                                .model_version
-                                .with_label_values(&["challenger"])
-                                .set(0);
                         }
                         self.champion = Some(m);
                     }
@@ -147,12 +139,9 @@ impl ModelSet {
                     Ok(m) => {
                         tracing::info!(
                             version = m.version,
+                            native = m.is_native(),
                             "challenger model loaded (shadow scoring)"
                         );
-                        metrics
-                            .model_version
-                            .with_label_values(&["challenger"])
-                            .set(m.version as i64);
                         self.challenger = Some(m);
                     }
                     Err(e) => self.refuse(e, metrics),
@@ -161,12 +150,29 @@ impl ModelSet {
             ModelStatus::Retired if current(&self.challenger) == Some(record.version) => {
                 tracing::info!(version = record.version, "challenger retired");
                 self.challenger = None;
-                metrics
-                    .model_version
-                    .with_label_values(&["challenger"])
-                    .set(0);
             }
             _ => {}
+        }
+        self.report(metrics);
+    }
+
+    /// The serving versions (0: none) and whether each is scored natively, in the metrics.
+    pub fn report(&self, metrics: &ScorerMetrics) {
+        for (role, model) in [
+            ("champion", &self.champion),
+            ("challenger", &self.challenger),
+        ] {
+            let (version, native) = model
+                .as_ref()
+                .map_or((0, false), |m| (m.version, m.is_native()));
+            metrics
+                .model_version
+                .with_label_values(&[role])
+                .set(version as i64);
+            metrics
+                .model_native
+                .with_label_values(&[role])
+                .set(i64::from(native));
         }
     }
 
