@@ -19,6 +19,15 @@ use std::cell::{Cell, RefCell};
 /// within it are zero, both when a dense row is read and for `missing_type=Zero` splits.
 pub const ZERO_THRESHOLD: f64 = 1e-35f32 as f64;
 
+/// A feature value as LightGBM reads it from a dense row: within the zero threshold it is 0.
+fn as_lightgbm_reads(v: f64) -> f64 {
+    if v.abs() <= ZERO_THRESHOLD {
+        0.0
+    } else {
+        v
+    }
+}
+
 const DEFAULT_LEFT: u16 = 1;
 const MISSING_ZERO: u16 = 2;
 const MISSING_NAN: u16 = 4;
@@ -193,7 +202,7 @@ impl Forest {
             self.n_features
         ];
         for t in &self.trees {
-            for node in t.nodes.iter().take_while(|n| n.child[0] != n.child[1]) {
+            for node in &t.nodes[..t.splits as usize] {
                 let c = &mut candidates[node.feature as usize];
                 let th = node.threshold;
                 c.extend([th, next_up(th), next_down(th)]);
@@ -226,10 +235,10 @@ impl Forest {
             // missing-value splits, every split also reads NaN as 0. Rows past `n` (the last
             // block's padding) are scored and dropped.
             for (b, &v) in block.iter_mut().zip(chunk) {
-                *b = if v.abs() <= ZERO_THRESHOLD || (self.plain && v.is_nan()) {
+                *b = if self.plain && v.is_nan() {
                     0.0
                 } else {
-                    v
+                    as_lightgbm_reads(v)
                 };
             }
             let mut raw = [0.0f64; BLOCK];
@@ -283,10 +292,7 @@ impl Forest {
     /// TreeSHAP, same order of operations), without the bias term.
     pub fn contributions(&self, row: &[f64]) -> Vec<f64> {
         assert_eq!(row.len(), self.n_features);
-        let row: Vec<f64> = row
-            .iter()
-            .map(|&v| if v.abs() <= ZERO_THRESHOLD { 0.0 } else { v })
-            .collect();
+        let row: Vec<f64> = row.iter().map(|&v| as_lightgbm_reads(v)).collect();
         let mut phi = vec![0.0; self.n_features];
         let mut path = Vec::new();
         let mut adds = Vec::new();

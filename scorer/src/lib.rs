@@ -608,7 +608,7 @@ impl Engine {
                     first_record.get_or_insert_with(Instant::now);
                     if self.cfg.passthrough {
                         self.forward(&txn, &batch, summary)?;
-                        pipeline.reuse(Arc::new(batch));
+                        pipeline.spare.push(batch);
                     } else {
                         let batch = Arc::new(batch);
                         pipeline.in_flight.push_back(batch.clone());
