@@ -1,11 +1,14 @@
 //! The scorer against the real broker and registry: three instances in one group, one SIGKILLed
-//! mid-stream, a model swap, refused models and malformed records, all in one stream.
+//! mid-stream, a model swap, refused models and malformed records, all in one stream; and the
+//! per-account state carried across a restart.
 
-use fraudstream_common::features::{push_features, AccountHistory, N_FEATURES};
+use fraudstream_common::features::{
+    push_features, AccountFeatures, AccountHistory, TxView, N_FEATURES,
+};
 use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
-use fraudstream_common::model::pack_model_text;
+use fraudstream_common::model::{pack_model_text, LoadedModel};
 use fraudstream_common::testing::{headers_map, local_kafka, service_args, unique_name, Process};
-use fraudstream_schemas::{Codec, ModelRecord, Prediction};
+use fraudstream_schemas::{Codec, ModelRecord, Prediction, Transaction};
 use producer::paysim::CsvReader;
 use producer::publish::{publish, LabelDelay, PublishConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -19,8 +22,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A small LightGBM model trained on `csv` with the shared feature code.
-fn train(csv: &Path) -> String {
+/// A small LightGBM model trained on `csv` with the shared feature code, to predict `label`.
+fn train(csv: &Path, label: impl Fn(bool, &AccountFeatures) -> bool) -> String {
     let mut reader = CsvReader::open(csv).unwrap();
     let (mut rows, mut labels, mut history) = (Vec::new(), Vec::new(), AccountHistory::default());
     let mut i = 0i64;
@@ -28,7 +31,7 @@ fn train(csv: &Path) -> String {
         let row = row.unwrap();
         let account = history.observe(&row.name_orig, i, row.step, row.amount);
         push_features(&row.view(), account, &mut rows);
-        labels.push(row.is_fraud as u8 as f32);
+        labels.push(label(row.is_fraud, &account) as u8 as f32);
         i += 1;
     }
     let data = lightgbm3::Dataset::from_slice(&rows, &labels, N_FEATURES as i32, true).unwrap();
@@ -60,8 +63,28 @@ struct Topics {
     group: String,
 }
 
+impl Topics {
+    fn unique(tag: &str) -> Self {
+        let name = |what: &str| unique_name(&format!("{tag}_{what}"));
+        Topics {
+            transactions: name("tx"),
+            labels: name("labels"),
+            predictions: name("predictions"),
+            alerts: name("alerts"),
+            dlq: name("dlq"),
+            models: name("models"),
+            group: name("group"),
+        }
+    }
+}
+
 fn scorer(kafka: &KafkaArgs, t: &Topics, instance: &str) -> Process {
-    Command::new(env!("CARGO_BIN_EXE_scorer"))
+    scorer_command(kafka, t, instance).spawn().unwrap().into()
+}
+
+fn scorer_command(kafka: &KafkaArgs, t: &Topics, instance: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_scorer"));
+    command
         .args(service_args(kafka, None))
         .args([
             "--instance-id",
@@ -86,10 +109,8 @@ fn scorer(kafka: &KafkaArgs, t: &Topics, instance: &str) -> Process {
             &t.models,
         ])
         .args(["--commit-interval-ms", "100"])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap()
-        .into()
+        .env("RUST_LOG", "warn");
+    command
 }
 
 /// Reads a topic (read_committed) until it has been quiet for `quiet` after `expected` arrived.
@@ -134,15 +155,7 @@ async fn send_raw(producer: &FutureProducer, topic: &str, key: &str, payload: &[
 #[tokio::test(flavor = "multi_thread")]
 async fn three_scorers_one_killed_exactly_one_prediction_each_and_a_live_model_swap() {
     let kafka = local_kafka();
-    let t = Topics {
-        transactions: unique_name("scorer_tx"),
-        labels: unique_name("scorer_labels"),
-        predictions: unique_name("scorer_predictions"),
-        alerts: unique_name("scorer_alerts"),
-        dlq: unique_name("scorer_dlq"),
-        models: unique_name("scorer_models"),
-        group: unique_name("scorer_group"),
-    };
+    let t = Topics::unique("scorer");
     ensure_topics(
         &kafka.admin().unwrap(),
         &[
@@ -165,7 +178,7 @@ async fn three_scorers_one_killed_exactly_one_prediction_each_and_a_live_model_s
         dir.path().join("stream.csv"),
     );
     producer::split::split(&all, 0.9, &hist, &stream).unwrap();
-    let model_text = train(&hist);
+    let model_text = train(&hist, |is_fraud, _| is_fraud);
     let codec = Codec::new(&kafka.schema_registry);
     let raw: FutureProducer = kafka.client_config().unwrap().create().unwrap();
     let v1 = codec
@@ -336,4 +349,181 @@ async fn three_scorers_one_killed_exactly_one_prediction_each_and_a_live_model_s
             .unwrap();
         assert!(s.wait().unwrap().success(), "a scorer exits 0 on SIGTERM");
     }
+}
+
+/// An instance that takes over partitions rebuilds their per-account state from the input topic.
+/// The model here is trained to read the account's history (its label is "this account was seen
+/// in the window"), so a lost or wrong state shows in the scores: after a restart mid-stream,
+/// every prediction must equal what an uninterrupted scorer computes, and some of those after the
+/// restart must differ from what a scorer that lost its state would compute.
+#[tokio::test(flavor = "multi_thread")]
+async fn account_state_survives_a_restart() {
+    let kafka = local_kafka();
+    let t = Topics::unique("state");
+    ensure_topics(
+        &kafka.admin().unwrap(),
+        &[
+            TopicSpec::new(&t.transactions, 2),
+            TopicSpec::new(&t.models, 1).compacted(),
+        ],
+        1,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("paysim.csv");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&csv).unwrap());
+    producer::simulate::simulate(60_000, 11, &mut w, |_| {}).unwrap();
+    drop(w);
+    let record = model_record(1, &train(&csv, |_, a| a.count_window > 0.0), 0.5);
+    let codec = Codec::new(&kafka.schema_registry);
+    let raw: FutureProducer = kafka.client_config().unwrap().create().unwrap();
+    send_raw(
+        &raw,
+        &t.models,
+        "paysim",
+        &codec.encode(&t.models, &record).await.unwrap(),
+    )
+    .await;
+    let cfg = PublishConfig {
+        input: csv.clone(),
+        transactions_topic: t.transactions.clone(),
+        labels_topic: t.labels.clone(),
+        partitions: 2,
+        rate: None,
+        speedup: None,
+        limit: None,
+        repeat: false,
+        label_delay: LabelDelay::Steps(0),
+        strict: false,
+        id_prefix: "st".into(),
+    };
+    let n = publish(&kafka, cfg, Arc::new(AtomicBool::new(false)), |_| {})
+        .await
+        .unwrap()
+        .acked as usize;
+
+    // The first instance scores part of the stream and stops cleanly (committing its offsets);
+    // the second starts from those offsets. (A partition may be read to its end before the other
+    // is started: the check below that the test can fail covers that.)
+    let first = scorer_command(&kafka, &t, &unique_name("first"))
+        .args(["--max-batch", "500", "--stop-after", "40000"])
+        .status()
+        .unwrap();
+    assert!(first.success(), "the first instance stops cleanly");
+    let group: BaseConsumer = kafka
+        .client_config_with(&[("group.id", &t.group)])
+        .unwrap()
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(&t.transactions, 0);
+    tpl.add_partition(&t.transactions, 1);
+    let committed: HashMap<i32, i64> = group
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => (e.partition(), o),
+            _ => (e.partition(), 0), // nothing committed: the second starts at the beginning
+        })
+        .collect();
+    drop(group);
+    let mut second = scorer(&kafka, &t, &unique_name("second"));
+    let predictions = tokio::task::spawn_blocking({
+        let (kafka, topic) = (kafka.clone(), t.predictions.clone());
+        move || {
+            drain(
+                &kafka,
+                &topic,
+                n,
+                Duration::from_secs(3),
+                Duration::from_secs(120),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(second.wait().unwrap().success());
+
+    // What an uninterrupted scorer computes, and what one that lost the state at the restart would,
+    // from the input topic itself (each partition in offset order, as the scorer reads it).
+    let mut input = drain(
+        &kafka,
+        &t.transactions,
+        n,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    );
+    input.sort_by_key(|m| (m.partition(), m.offset()));
+    assert_eq!(input.len(), n);
+    let (mut kept, mut lost) = (Vec::new(), Vec::new());
+    let (mut ids, mut after_restart) = (Vec::new(), Vec::new());
+    let mut histories: HashMap<i32, (AccountHistory, AccountHistory)> = HashMap::new();
+    for m in &input {
+        let tx: Transaction = codec.decode(m.payload().unwrap()).await.unwrap();
+        let (full, cut) = histories.entry(m.partition()).or_default();
+        let restarted = m.offset() >= committed[&m.partition()];
+        if m.offset() == committed[&m.partition()] {
+            *cut = AccountHistory::default();
+        }
+        let view = TxView::from(&tx);
+        push_features(
+            &view,
+            full.observe(&tx.name_orig, m.offset(), tx.step, tx.amount),
+            &mut kept,
+        );
+        push_features(
+            &view,
+            cut.observe(&tx.name_orig, m.offset(), tx.step, tx.amount),
+            &mut lost,
+        );
+        ids.push(tx.transaction_id);
+        after_restart.push(restarted);
+    }
+    let model = LoadedModel::from_record(&record).unwrap();
+    let (want, if_lost) = (model.predict(&kept).unwrap(), model.predict(&lost).unwrap());
+    let sensitive = (0..n)
+        .filter(|&i| after_restart[i] && want[i] != if_lost[i])
+        .count();
+    assert!(
+        sensitive >= 20,
+        "the test must be able to fail: only {sensitive} predictions after the restart depend on \
+         state from before it"
+    );
+
+    let mut got: HashMap<String, f64> = HashMap::new();
+    for m in &predictions {
+        let p: Prediction = codec.decode(m.payload().unwrap()).await.unwrap();
+        assert!(
+            got.insert(p.transaction_id.clone(), p.score).is_none(),
+            "duplicate prediction for {}",
+            p.transaction_id
+        );
+    }
+    assert_eq!(got.len(), n, "one prediction per transaction");
+    let wrong: Vec<_> = (0..n)
+        .filter(|&i| got.get(&ids[i]) != Some(&want[i]))
+        .map(|i| {
+            (
+                &ids[i],
+                got.get(&ids[i]),
+                want[i],
+                if_lost[i],
+                after_restart[i],
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {n} predictions differ from an uninterrupted scorer's ({sensitive} depend on state \
+         from before the restart); first (id, got, want, if state were lost, after restart): {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
 }
