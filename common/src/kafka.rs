@@ -183,6 +183,9 @@ pub fn read_partition_range(
                 continue;
             }
         };
+        if m.partition() != partition {
+            continue; // fetched for an earlier assignment of a reused reader
+        }
         if m.offset() >= end {
             break;
         }

@@ -11,6 +11,7 @@ use crate::models::{ModelEvent, ModelSet};
 use crate::{Engine, ScorerError};
 use fraudstream_common::features::{push_features, AccountHistory, TxView, N_FEATURES};
 use fraudstream_schemas::{Codec, Prediction, Transaction};
+use rdkafka::consumer::BaseConsumer;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
@@ -128,6 +129,7 @@ pub(crate) fn run(
         models,
         events,
         histories: HashMap::new(),
+        reader: None,
         generation: u64::MAX,
         rows: Vec::new(),
         txs: Vec::new(),
@@ -149,6 +151,8 @@ struct Stage {
     events: Receiver<ModelEvent>,
     /// Per input partition; rebuilt from Kafka when a partition is first seen in a generation.
     histories: HashMap<i32, AccountHistory>,
+    /// Reads state back from the input topic (created on first need, then kept).
+    reader: Option<BaseConsumer>,
     generation: u64,
     /// Reused from batch to batch, as are the output buffers (`recycled`).
     rows: Vec<f64>,
@@ -209,7 +213,11 @@ impl Stage {
                     let history = match self.histories.entry(r.partition) {
                         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                         std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(engine.rebuild_state(r.partition, r.offset)?)
+                            let reader = match &mut self.reader {
+                                Some(reader) => reader,
+                                None => self.reader.insert(engine.state_reader()?),
+                            };
+                            e.insert(engine.rebuild_state(reader, r.partition, r.offset)?)
                         }
                     };
                     let account = history.observe(&tx.name_orig, r.offset, tx.step, tx.amount);
