@@ -82,6 +82,26 @@ pub struct PublishConfig {
     pub id_prefix: String,
 }
 
+impl PublishConfig {
+    /// The whole file once, as fast as the broker takes it, each label sent with its transaction,
+    /// onto 6 partitions; set the other fields to change that.
+    pub fn new(input: PathBuf, transactions_topic: String, labels_topic: String) -> Self {
+        PublishConfig {
+            input,
+            transactions_topic,
+            labels_topic,
+            partitions: 6,
+            rate: None,
+            speedup: None,
+            limit: None,
+            repeat: false,
+            label_delay: LabelDelay::Steps(0),
+            strict: false,
+            id_prefix: "t".into(),
+        }
+    }
+}
+
 /// Running counts, for progress display and the final summary.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PublishSummary {

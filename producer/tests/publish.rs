@@ -14,17 +14,12 @@ use std::time::Duration;
 
 fn config(input: &Path, test: &str) -> PublishConfig {
     PublishConfig {
-        input: input.to_path_buf(),
-        transactions_topic: unique_name(&format!("{test}_tx")),
-        labels_topic: unique_name(&format!("{test}_labels")),
         partitions: 3,
-        rate: None,
-        speedup: None,
-        limit: None,
-        repeat: false,
-        label_delay: LabelDelay::Steps(0),
-        strict: false,
-        id_prefix: "t".into(),
+        ..PublishConfig::new(
+            input.to_path_buf(),
+            unique_name(&format!("{test}_tx")),
+            unique_name(&format!("{test}_labels")),
+        )
     }
 }
 

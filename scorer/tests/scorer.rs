@@ -10,7 +10,7 @@ use fraudstream_common::model::{pack_model_text, LoadedModel};
 use fraudstream_common::testing::{headers_map, local_kafka, service_args, unique_name, Process};
 use fraudstream_schemas::{Codec, ModelRecord, Prediction, Transaction};
 use producer::paysim::CsvReader;
-use producer::publish::{publish, LabelDelay, PublishConfig};
+use producer::publish::{publish, PublishConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -64,9 +64,11 @@ struct Topics {
 }
 
 impl Topics {
-    fn unique(tag: &str) -> Self {
+    /// Fresh names, with the transactions topic (`partitions`) and the compacted models topic
+    /// created (the scorer creates the others).
+    async fn create(kafka: &KafkaArgs, tag: &str, partitions: i32) -> Self {
         let name = |what: &str| unique_name(&format!("{tag}_{what}"));
-        Topics {
+        let t = Topics {
             transactions: name("tx"),
             labels: name("labels"),
             predictions: name("predictions"),
@@ -74,8 +76,28 @@ impl Topics {
             dlq: name("dlq"),
             models: name("models"),
             group: name("group"),
-        }
+        };
+        ensure_topics(
+            &kafka.admin().unwrap(),
+            &[
+                TopicSpec::new(&t.transactions, partitions),
+                TopicSpec::new(&t.models, 1).compacted(),
+            ],
+            1,
+        )
+        .await
+        .unwrap();
+        t
     }
+}
+
+/// `rows` simulated PaySim rows in `dir/paysim.csv`.
+fn simulate(dir: &Path, rows: u64, seed: u64) -> std::path::PathBuf {
+    let csv = dir.join("paysim.csv");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&csv).unwrap());
+    producer::simulate::simulate(rows, seed, &mut w, |_| {}).unwrap();
+    std::io::Write::flush(&mut w).unwrap();
+    csv
 }
 
 fn scorer(kafka: &KafkaArgs, t: &Topics, instance: &str) -> Process {
@@ -155,24 +177,11 @@ async fn send_raw(producer: &FutureProducer, topic: &str, key: &str, payload: &[
 #[tokio::test(flavor = "multi_thread")]
 async fn three_scorers_one_killed_exactly_one_prediction_each_and_a_live_model_swap() {
     let kafka = local_kafka();
-    let t = Topics::unique("scorer");
-    ensure_topics(
-        &kafka.admin().unwrap(),
-        &[
-            TopicSpec::new(&t.transactions, 6),
-            TopicSpec::new(&t.models, 1).compacted(),
-        ],
-        1,
-    )
-    .await
-    .unwrap();
+    let t = Topics::create(&kafka, "scorer", 6).await;
 
     // Data and a first model.
     let dir = tempfile::tempdir().unwrap();
-    let all = dir.path().join("paysim.csv");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&all).unwrap());
-    producer::simulate::simulate(300_000, 5, &mut w, |_| {}).unwrap();
-    drop(w);
+    let all = simulate(dir.path(), 300_000, 5);
     let (hist, stream) = (
         dir.path().join("historical.csv"),
         dir.path().join("stream.csv"),
@@ -194,17 +203,11 @@ async fn three_scorers_one_killed_exactly_one_prediction_each_and_a_live_model_s
     // 200k transactions at 40k/s (the stream part, looped with fresh ids).
     let n = 200_000u64;
     let cfg = PublishConfig {
-        input: stream.clone(),
-        transactions_topic: t.transactions.clone(),
-        labels_topic: t.labels.clone(),
-        partitions: 6,
         rate: Some(40_000.0),
-        speedup: None,
         limit: Some(n),
         repeat: true,
-        label_delay: LabelDelay::Steps(0),
-        strict: false,
         id_prefix: "s".into(),
+        ..PublishConfig::new(stream.clone(), t.transactions.clone(), t.labels.clone())
     };
     let publisher = tokio::spawn({
         let kafka = kafka.clone();
@@ -359,22 +362,9 @@ async fn three_scorers_one_killed_exactly_one_prediction_each_and_a_live_model_s
 #[tokio::test(flavor = "multi_thread")]
 async fn account_state_survives_a_restart() {
     let kafka = local_kafka();
-    let t = Topics::unique("state");
-    ensure_topics(
-        &kafka.admin().unwrap(),
-        &[
-            TopicSpec::new(&t.transactions, 2),
-            TopicSpec::new(&t.models, 1).compacted(),
-        ],
-        1,
-    )
-    .await
-    .unwrap();
+    let t = Topics::create(&kafka, "state", 2).await;
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("paysim.csv");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&csv).unwrap());
-    producer::simulate::simulate(60_000, 11, &mut w, |_| {}).unwrap();
-    drop(w);
+    let csv = simulate(dir.path(), 60_000, 11);
     let record = model_record(1, &train(&csv, |_, a| a.count_window > 0.0), 0.5);
     let codec = Codec::new(&kafka.schema_registry);
     let raw: FutureProducer = kafka.client_config().unwrap().create().unwrap();
@@ -386,17 +376,9 @@ async fn account_state_survives_a_restart() {
     )
     .await;
     let cfg = PublishConfig {
-        input: csv.clone(),
-        transactions_topic: t.transactions.clone(),
-        labels_topic: t.labels.clone(),
         partitions: 2,
-        rate: None,
-        speedup: None,
-        limit: None,
-        repeat: false,
-        label_delay: LabelDelay::Steps(0),
-        strict: false,
         id_prefix: "st".into(),
+        ..PublishConfig::new(csv.clone(), t.transactions.clone(), t.labels.clone())
     };
     let n = publish(&kafka, cfg, Arc::new(AtomicBool::new(false)), |_| {})
         .await
