@@ -6,6 +6,7 @@
 #   FAULTS_RATE    publish rate, tx/s (default 20000)
 #   FAULTS_ONLY    run only these scenarios (space separated names)
 #   FAULTS_OUT     where the table is written too (default bench/results/faults.md)
+#   FAULTS_LOG     the services' RUST_LOG (default error; e.g. info,librdkafka=warn to see why)
 # Prints a markdown table and exits non-zero on any loss, duplicate or unexpected DLQ count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ TOOLS="$BIN/examples/fault_tools"
 . deploy/local/env.sh
 export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" SCHEMA_REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
 CH="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
-export RUST_LOG=error
+export RUST_LOG="${FAULTS_LOG:-error}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/fraudstream-faults.XXXXXX")"
 ID="$(date +%s)"
 pids=()
@@ -106,7 +107,7 @@ scenario() { # $1 = name, $2 = fault function
   local dups=$((records - distinct)) lost=$((EXPECTED - landed_n))
   [ "$dups" -eq 0 ] && [ "$lost" -eq 0 ] && [ "$dlq" -eq "$DLQ_EXPECTED" ] || ok=false
   results+=("| $NAME | $EXPECTED | $landed_n | $dups | $lost | $dlq | $(($(date +%s) - started)) s | $($ok && echo ok || echo FAIL) |")
-  log "${results[-1]}"
+  log "${results[-1]} (predictions topic: $distinct distinct of $records)"
 }
 
 # The fault comes once a third of the stream landed (mid-stream), or after 60 s at the latest.

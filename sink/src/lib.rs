@@ -384,15 +384,11 @@ impl Sink {
                     m = consumer.recv() => if let Ok(m) = m { self.add(&m).await },
                 }
             };
-            // Partitions revoked in the meantime are no longer ours to resume.
-            let current = consumer.assignment()?;
-            let mut resume = TopicPartitionList::new();
-            for e in assignment.elements() {
-                if current.find_partition(e.topic(), e.partition()).is_some() {
-                    resume.add_partition(e.topic(), e.partition());
-                }
-            }
-            consumer.resume(&resume)?;
+            // All of them, even those revoked in the meantime: librdkafka keeps a partition's
+            // pause across a revoke and a later assignment, so one revoked now (a session timeout
+            // during a broker restart) and handed back after this point would never be fetched
+            // again. Resuming a partition we no longer hold only clears that flag.
+            consumer.resume(&assignment)?;
             self.metrics.paused.set(0);
             result
         };
