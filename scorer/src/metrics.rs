@@ -1,9 +1,7 @@
-//! The scorer's Prometheus metrics.
+//! The scorer's Prometheus metrics (names start with `scorer_`).
 
-use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry,
-};
+use fraudstream_common::server::Registrar;
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec, Registry};
 
 pub struct ScorerMetrics {
     pub registry: Registry,
@@ -27,93 +25,79 @@ pub struct ScorerMetrics {
 }
 
 impl ScorerMetrics {
-    pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new_custom(Some("scorer".into()), None)?;
-        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
-            let c = IntCounter::new(name, help)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
-        let histogram =
-            |name: &str, help: &str, buckets: Vec<f64>| -> Result<Histogram, prometheus::Error> {
-                let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
-                registry.register(Box::new(h.clone()))?;
-                Ok(h)
-            };
-        let m = ScorerMetrics {
-            records_in: counter("records_in_total", "Transactions consumed")?,
-            predictions_out: counter(
+    pub fn new() -> Result<Self, fraudstream_common::CommonError> {
+        let r = Registrar::new("scorer")?;
+        Ok(ScorerMetrics {
+            records_in: r.counter("records_in_total", "Transactions consumed")?,
+            predictions_out: r.counter(
                 "predictions_out_total",
                 "Predictions produced (committed or not)",
             )?,
-            alerts: counter("alerts_total", "Alerts produced")?,
-            dlq: counter("dlq_total", "Records sent to the dead-letter topic")?,
-            models_refused: counter(
+            alerts: r.counter("alerts_total", "Alerts produced")?,
+            dlq: r.counter("dlq_total", "Records sent to the dead-letter topic")?,
+            models_refused: r.counter(
                 "models_refused_total",
                 "Model records refused (bad format, features, text)",
             )?,
-            model_swaps: counter("model_swaps_total", "Models swapped in while running")?,
-            txn_committed: counter(
+            model_swaps: r.counter("model_swaps_total", "Models swapped in while running")?,
+            txn_committed: r.counter(
                 "transactions_committed_total",
                 "Kafka transactions committed",
             )?,
-            txn_aborted: counter(
+            txn_aborted: r.counter(
                 "transactions_aborted_total",
                 "Kafka transactions aborted (work redone)",
             )?,
-            batch_size: histogram(
-                "batch_size",
-                "Records scored per batch",
-                exponential_buckets(1.0, 2.0, 14)?,
-            )?,
-            scoring_seconds: histogram(
+            batch_size: r.histogram("batch_size", "Records scored per batch", 1.0, 2.0, 14)?,
+            scoring_seconds: r.histogram(
                 "scoring_seconds",
                 "Feature + LightGBM time per batch",
-                exponential_buckets(0.00005, 2.0, 16)?,
+                0.00005,
+                2.0,
+                16,
             )?,
-            offsets_seconds: histogram(
+            offsets_seconds: r.histogram(
                 "send_offsets_seconds",
                 "send_offsets_to_transaction time per Kafka transaction",
-                exponential_buckets(0.001, 2.0, 14)?,
+                0.001,
+                2.0,
+                14,
             )?,
-            commit_seconds: histogram(
+            commit_seconds: r.histogram(
                 "commit_seconds",
                 "commit_transaction time per Kafka transaction (outputs flushed, markers requested)",
-                exponential_buckets(0.001, 2.0, 14)?,
+                0.001,
+                2.0,
+                14,
             )?,
-            end_to_end_seconds: histogram(
+            end_to_end_seconds: r.histogram(
                 "end_to_end_seconds",
                 "event_time to prediction produced",
-                exponential_buckets(0.001, 2.0, 16)?,
+                0.001,
+                2.0,
+                16,
             )?,
-            model_version: IntGaugeVec::new(
-                Opts::new("model_version", "Model version serving, by role"),
+            model_version: r.gauge_vec(
+                "model_version",
+                "Model version serving, by role",
                 &["role"],
             )?,
-            model_native: IntGaugeVec::new(
-                Opts::new(
-                    "model_native",
-                    "1 when the model's trees are evaluated natively, 0 when LightGBM's own predict serves it, by role",
-                ),
+            model_native: r.gauge_vec(
+                "model_native",
+                "1 when the model's trees are evaluated natively, 0 when LightGBM's own predict serves it, by role",
                 &["role"],
             )?,
-            consumer_lag: IntGaugeVec::new(
-                Opts::new("consumer_lag", "Records behind the end of the partition"),
+            consumer_lag: r.gauge_vec(
+                "consumer_lag",
+                "Records behind the end of the partition",
                 &["partition"],
             )?,
-            state_rebuilds: IntCounterVec::new(
-                Opts::new(
-                    "state_rebuild_records_total",
-                    "Records re-read to rebuild account state, by partition",
-                ),
+            state_rebuilds: r.counter_vec(
+                "state_rebuild_records_total",
+                "Records re-read to rebuild account state, by partition",
                 &["partition"],
             )?,
-            registry,
-        };
-        m.registry.register(Box::new(m.model_version.clone()))?;
-        m.registry.register(Box::new(m.model_native.clone()))?;
-        m.registry.register(Box::new(m.consumer_lag.clone()))?;
-        m.registry.register(Box::new(m.state_rebuilds.clone()))?;
-        Ok(m)
+            registry: r.registry,
+        })
     }
 }
