@@ -7,6 +7,7 @@
 #   FAULTS_ONLY    run only these scenarios (space separated names)
 #   FAULTS_OUT     where the table is written too (default bench/results/faults.md)
 #   FAULTS_LOG     the services' RUST_LOG (default error; e.g. info,librdkafka=warn to see why)
+#   FAULTS_SCORER_ARGS  extra scorer flags, e.g. "-X transaction.timeout.ms=10000"
 # Prints a markdown table and exits non-zero on any loss, duplicate or unexpected DLQ count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +49,7 @@ start_scorer() { # $1 = instance number
   "$BIN/scorer" --instance-id "$P-scorer-$1" --group "$P-scorer" --transactions-topic "$P-tx" \
     --predictions-topic "$P-pred" --alerts-topic "$P-alerts" --dlq-topic "$P-dlq" --models-topic "$P-models" \
     --model "$WORK/model.txt" --threshold 0.5 --metrics-addr 127.0.0.1:0 --commit-interval-ms 100 \
-    >>"$WORK/$NAME-scorer-$1.log" 2>&1 &
+    ${FAULTS_SCORER_ARGS:-} >>"$WORK/$NAME-scorer-$1.log" 2>&1 &
   pids+=($!); eval "SCORER_$1=$!"
 }
 start_sink() {
