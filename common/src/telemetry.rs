@@ -31,17 +31,11 @@ impl Drop for TelemetryGuard {
 
 /// Installs the global subscriber for `service`. Call once, first thing in `main`.
 pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuard> {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = if args.log_format == "json" {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_filter(filter())
-            .boxed()
+        tracing_subscriber::fmt::layer().json().boxed()
     } else {
-        tracing_subscriber::fmt::layer()
-            .with_target(false)
-            .with_filter(filter())
-            .boxed()
+        tracing_subscriber::fmt::layer().with_target(false).boxed()
     };
     let (otel, provider) = match &args.otlp_endpoint {
         Some(endpoint) => {
@@ -63,13 +57,16 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuar
                 .build();
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer(service))
-                .with_filter(filter())
                 .boxed();
             (Some(layer), Some(provider))
         }
         None => (None, None),
     };
+    // One filter for the whole subscriber, not one per layer: with per-layer filters, a RUST_LOG
+    // with a target directive (`info,librdkafka=warn`) lost the first event of some callsites
+    // (the scorer's first "partitions assigned" and "account state rebuilt" lines).
     tracing_subscriber::registry()
+        .with(filter)
         .with(fmt)
         .with(otel)
         .try_init()
