@@ -77,6 +77,20 @@ impl KafkaArgs {
     pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>> {
         Ok(self.client_config()?.create()?)
     }
+
+    /// A consumer for [`read_partition_range`]: assign-mode, committed data only, nothing
+    /// committed back; `group_id` only names it to the broker.
+    pub fn range_reader(&self, group_id: &str) -> Result<rdkafka::consumer::BaseConsumer> {
+        Ok(self
+            .client_config_with(&[
+                ("group.id", group_id),
+                ("enable.auto.commit", "false"),
+                ("isolation.level", "read_committed"),
+                // A range ends at a record boundary we know: do not sit in a 500 ms long poll.
+                ("fetch.wait.max.ms", "10"),
+            ])?
+            .create()?)
+    }
 }
 
 /// A topic the project needs, with the settings it must have.

@@ -10,7 +10,7 @@
 
 use fraudstream_common::testing::{local_kafka, unique_name};
 use fraudstream_schemas::{topics, Codec, ModelRecord, Prediction, Transaction};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use std::collections::HashSet;
@@ -147,15 +147,7 @@ async fn main() {
         Some("count") => {
             let topic = &args[1];
             let codec = Codec::new(&kafka.schema_registry);
-            let consumer: BaseConsumer = kafka
-                .client_config_with(&[
-                    ("group.id", &unique_name("count")),
-                    ("isolation.level", "read_committed"),
-                    ("fetch.wait.max.ms", "10"),
-                ])
-                .unwrap()
-                .create()
-                .unwrap();
+            let consumer = kafka.range_reader(&unique_name("count")).unwrap();
             let metadata = consumer
                 .fetch_metadata(Some(topic), Duration::from_secs(10))
                 .unwrap();

@@ -428,17 +428,7 @@ impl Engine {
     /// its lifetime: creating and destroying a client per partition cost ~110 ms each, and a
     /// fresh assignment of 6 partitions stalled scoring for most of a second.
     fn state_reader(&self) -> Result<BaseConsumer, ScorerError> {
-        Ok(self
-            .cfg
-            .kafka
-            .client_config_with(&[
-                ("group.id", "scorer-state-rebuild"),
-                ("enable.auto.commit", "false"),
-                // The range ends at a record boundary we know: do not sit in a 500 ms long poll.
-                ("fetch.wait.max.ms", "10"),
-                ("isolation.level", "read_committed"),
-            ])?
-            .create()?)
+        Ok(self.cfg.kafka.range_reader("scorer-state-rebuild")?)
     }
 
     /// Re-reads up to `state_lookback` records of `partition` before `up_to` into a history.

@@ -9,7 +9,7 @@ use fraudstream_common::kafka::{read_partition_range, KafkaArgs};
 use fraudstream_common::model::pack_model_text;
 use fraudstream_common::now_millis;
 use fraudstream_schemas::{Codec, Compression, ModelRecord, ModelStatus};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use serde::{Deserialize, Serialize};
@@ -27,14 +27,7 @@ pub fn status_name(s: ModelStatus) -> &'static str {
 /// Every record on the models topic, oldest first (the topic is compacted: one per key).
 pub async fn read_models(kafka: &KafkaArgs, topic: &str) -> Result<Vec<ModelRecord>, TrainerError> {
     let codec = Codec::new(&kafka.schema_registry);
-    let consumer: BaseConsumer = kafka
-        .client_config_with(&[
-            ("group.id", "trainer-models-reader"),
-            ("enable.auto.commit", "false"),
-            ("isolation.level", "read_committed"),
-            ("fetch.wait.max.ms", "10"),
-        ])?
-        .create()?;
+    let consumer = kafka.range_reader("trainer-models-reader")?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut payloads = Vec::new();
     for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
