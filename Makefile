@@ -1,6 +1,6 @@
 # fraudstream — every entry point. The build cache lives outside the clone so a second run is fast.
 SHELL := /bin/bash
-export PATH := $(HOME)/.cargo/bin:$(PATH)
+export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/fraudstream/target
 export CARGO_TERM_COLOR ?= never
 CARGO ?= cargo
@@ -27,16 +27,17 @@ build: deps ## build every binary (release)
 	$(CARGO) build --release --workspace
 
 # One profile for everything (release): tests, demo and bench share one build of the dependencies.
-test: deps services ## every unit and integration test, then the short fault suite, against the local services
+test: deps services ## every unit and integration test, the short fault suite and the compose services run natively, against the local services
 	@mkdir -p $(CARGO_TARGET_DIR); start=$$(date +%s); \
 	$(CARGO) test --release --workspace --no-fail-fast 2>&1 | tee $(CARGO_TARGET_DIR)/test.log; rc=$${PIPESTATUS[0]}; \
 	FAULTS_N=$${FAULTS_N:-30000} FAULTS_OUT=$(CARGO_TARGET_DIR)/faults-short.md scripts/faults.sh 2>&1 | tee -a $(CARGO_TARGET_DIR)/test.log; frc=$${PIPESTATUS[0]}; \
+	scripts/compose-run.py 2>&1 | tee -a $(CARGO_TARGET_DIR)/test.log; crc=$${PIPESTATUS[0]}; \
 	passed=$$(grep -Eo '[0-9]+ passed' $(CARGO_TARGET_DIR)/test.log | awk '{s+=$$1} END {print s+0}'); \
 	failed=$$(grep -Eo '[0-9]+ failed' $(CARGO_TARGET_DIR)/test.log | awk '{s+=$$1} END {print s+0}'); \
 	deploy/local/kafka-topics.sh --delete --topic '.*_[0-9]+_[0-9]+_[0-9]+.*' >/dev/null 2>&1 || true; \
 	echo "tests took $$(( $$(date +%s) - start ))s (log: $(CARGO_TARGET_DIR)/test.log)"; \
-	echo "fraudstream: $$passed passed, $$failed failed"; \
-	[ $$rc -eq 0 ] && [ $$frc -eq 0 ]
+	echo "fraudstream: $$passed passed, $$failed failed; fault suite rc=$$frc; compose run rc=$$crc"; \
+	[ $$rc -eq 0 ] && [ $$frc -eq 0 ] && [ $$crc -eq 0 ]
 
 faults: deps services ## the fault suite: 9 scenarios, 200k transactions each (bench/results/faults.md)
 	@scripts/faults.sh
@@ -65,10 +66,7 @@ logs: ## docker compose: follow the services' logs
 
 reset: ## docker compose: truncate the tables, recreate the topics, reset the trainer (the models are re-bootstrapped)
 	docker compose stop producer scorer sink trainer
-	docker compose exec -T clickhouse clickhouse-client -q "TRUNCATE TABLE IF EXISTS fraudstream.transactions"
-	docker compose exec -T clickhouse clickhouse-client -q "TRUNCATE TABLE IF EXISTS fraudstream.predictions"
-	docker compose exec -T clickhouse clickhouse-client -q "TRUNCATE TABLE IF EXISTS fraudstream.labels"
-	docker compose exec -T clickhouse clickhouse-client -q "TRUNCATE TABLE IF EXISTS fraudstream.models"
+	docker compose exec -T clickhouse sh -c 'for t in transactions predictions labels models; do clickhouse-client --user "$$CLICKHOUSE_USER" --password "$$CLICKHOUSE_PASSWORD" -q "TRUNCATE TABLE IF EXISTS fraudstream.$$t"; done'
 	-docker compose exec -T redpanda rpk topic delete transactions labels predictions fraud-alerts transactions-dlq predictions-dlq models
 	docker compose run --rm --no-deps --entrypoint rm init -f /data/trainer-state.json /data/model-v1.txt
 	docker compose up -d

@@ -1,11 +1,15 @@
-//! How services reach ClickHouse.
+//! How services reach ClickHouse: over http or https (the public roots, or a private CA's file),
+//! with a user and password.
 
 use clickhouse::Client;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-/// ClickHouse connection settings. Flatten into a service's clap arguments.
-#[derive(Debug, Clone, clap::Args)]
+/// ClickHouse connection settings. Flatten into a service's clap arguments. Debug never shows the
+/// password.
+#[derive(Clone, clap::Args)]
 pub struct ClickHouseArgs {
-    /// ClickHouse HTTP endpoint.
+    /// ClickHouse HTTP endpoint: http://host:8123, or https://host:8443 (ClickHouse Cloud).
     #[arg(
         long = "clickhouse-url",
         env = "CLICKHOUSE_URL",
@@ -31,9 +35,129 @@ pub struct ClickHouseArgs {
         long = "clickhouse-password",
         env = "CLICKHOUSE_PASSWORD",
         default_value = "",
-        hide_default_value = true
+        hide_default_value = true,
+        hide_env_values = true
     )]
     pub password: String,
+    /// PEM file of the CA that signed ClickHouse's certificate, for an https URL whose
+    /// certificate no public CA signed. Without it the public (webpki) roots are trusted.
+    #[arg(long = "clickhouse-ca-file", env = "CLICKHOUSE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ClickHouseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseArgs")
+            .field("url", &fraudstream_schemas::redact_url(&self.url))
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("ca_file", &self.ca_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why ClickHouse cannot be reached, with what to set.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    #[error("ClickHouse CA file {path}: {reason} (set CLICKHOUSE_CA_FILE to a PEM file)")]
+    CaFile { path: String, reason: String },
+    #[error("ClickHouse at {url}: {source}; {hint}")]
+    Unreachable {
+        url: String,
+        hint: &'static str,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+}
+
+/// What to fix for a failed first query, from ClickHouse's or the TLS stack's words.
+fn connect_hint(error: &str) -> &'static str {
+    let e = error.to_lowercase();
+    if e.contains("password") || e.contains("authentication") || e.contains("code: 516") {
+        "check CLICKHOUSE_USER and CLICKHOUSE_PASSWORD"
+    } else if e.contains("unknownissuer") || e.contains("certificate") {
+        "the server's certificate is not trusted: set CLICKHOUSE_CA_FILE to its CA's PEM file"
+    } else if e.contains("unknown user") || e.contains("code: 192") {
+        "no such user: check CLICKHOUSE_USER"
+    } else if e.contains("incompletemessage")
+        || e.contains("connection closed before message")
+        || e.contains("connectionreset")
+    {
+        "the server closed the connection at the first request: for a TLS port use https://"
+    } else if e.contains("invalid http version")
+        || e.contains("invalidcontenttype")
+        || e.contains("corrupt message")
+        || e.contains("received corrupt")
+    {
+        "the port speaks another protocol: use https:// for a TLS port, http:// for a plain one"
+    } else {
+        CLICKHOUSE_UNREACHABLE
+    }
+}
+
+/// The hint when nothing says the settings are wrong: the server may simply not be up yet.
+const CLICKHOUSE_UNREACHABLE: &str =
+    "is ClickHouse running there? check CLICKHOUSE_URL (https:// for TLS)";
+
+impl ConnectError {
+    /// True when the settings are wrong (a retry cannot help), false when the server may just
+    /// not be up yet.
+    pub fn is_misconfiguration(&self) -> bool {
+        !matches!(self, ConnectError::Unreachable { hint, .. } if *hint == CLICKHOUSE_UNREACHABLE)
+    }
+}
+
+/// An error and all its causes, for matching words that only a cause carries.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = format!("{e} {e:?}");
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(&format!(" | {c} {c:?}"));
+        cause = c.source();
+    }
+    out
+}
+
+/// An http(s) client trusting the public roots and the CA certificates in `ca_file`.
+fn client_with_ca(ca_file: &Path) -> Result<Client, ConnectError> {
+    let error = |reason: String| ConnectError::CaFile {
+        path: ca_file.display().to_string(),
+        reason,
+    };
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let pem = std::fs::read(ca_file).map_err(|e| error(e.to_string()))?;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| error(format!("not a PEM certificate: {e}")))?;
+        roots.add(cert).map_err(|e| error(e.to_string()))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(error("no certificate in the file".into()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| error(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    // As the clickhouse crate's own client: idle connections go before the server's 3 s timeout.
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build(https);
+    Ok(Client::with_http_client(http))
 }
 
 impl ClickHouseArgs {
@@ -43,6 +167,7 @@ impl ClickHouseArgs {
             database: database.into(),
             user: "default".into(),
             password: String::new(),
+            ca_file: None,
         }
     }
 
@@ -52,13 +177,39 @@ impl ClickHouseArgs {
         self.server_client().with_database(&self.database)
     }
 
-    /// A client with no database selected (to create it).
+    /// A client with no database selected (to create it). A CA file that cannot be read leaves
+    /// the public roots only (the TLS handshake then fails); [`ClickHouseArgs::check_connection`]
+    /// reports the file itself at start.
     pub fn server_client(&self) -> Client {
-        Client::default()
-            .with_url(&self.url)
+        let base = match &self.ca_file {
+            Some(path) => client_with_ca(path).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "ClickHouse CA file not used");
+                Client::default()
+            }),
+            None => Client::default(),
+        };
+        base.with_url(&self.url)
             .with_user(&self.user)
             .with_password(&self.password)
             .with_validation(false)
+    }
+
+    /// One query, so that a wrong URL, password or CA fails at start with what to set.
+    pub async fn check_connection(&self) -> Result<(), ConnectError> {
+        if let Some(path) = &self.ca_file {
+            client_with_ca(path)?;
+        }
+        let result = self
+            .server_client()
+            .query("SELECT 1")
+            .fetch_one::<u8>()
+            .await;
+        result.map_err(|source| ConnectError::Unreachable {
+            url: fraudstream_schemas::redact_url(&self.url),
+            hint: connect_hint(&error_chain(&source)),
+            source,
+        })?;
+        Ok(())
     }
 }
 
@@ -145,6 +296,26 @@ impl ClickHouseArgs {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn connect_hints_name_the_setting() {
+        let hint = super::connect_hint;
+        assert!(hint("Code: 193. DB::Exception: Wrong password for user x")
+            .contains("CLICKHOUSE_PASSWORD"));
+        assert!(hint("invalid peer certificate: UnknownIssuer").contains("CLICKHOUSE_CA_FILE"));
+        assert!(hint("connection refused").contains("CLICKHOUSE_URL"));
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let mut args = super::ClickHouseArgs::new("https://u:urlsecret@h:8443", "db");
+        args.password = "hunter2".into();
+        let shown = format!("{args:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("urlsecret"),
+            "{shown}"
+        );
+    }
+
     #[test]
     fn statements_are_split_and_comments_dropped() {
         let sql = "-- a comment\nCREATE TABLE a (x UInt8)\nENGINE = TinyLog;\n\n-- b\nCREATE VIEW v AS SELECT 1;\n";

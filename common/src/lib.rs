@@ -26,6 +26,16 @@ pub enum CommonError {
     TopicCreation { topic: String, message: String },
     #[error("ClickHouse: {0}")]
     ClickHouse(#[from] ::clickhouse::error::Error),
+    #[error(transparent)]
+    ClickHouseConnect(#[from] clickhouse::ConnectError),
+    #[error(transparent)]
+    Schema(#[from] fraudstream_schemas::SchemaError),
+    #[error("Kafka at {brokers}: {detail}; {hint}")]
+    KafkaConnect {
+        brokers: String,
+        detail: String,
+        hint: &'static str,
+    },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("server: {0}")]
@@ -35,6 +45,34 @@ pub enum CommonError {
 }
 
 pub type Result<T, E = CommonError> = std::result::Result<T, E>;
+
+/// At start, tries Kafka and ClickHouse once: a misconfigured connection (wrong protocol,
+/// password or CA) is an error that names the setting to fix, while a server that is merely
+/// unreachable is only a warning (it may be starting too; every service retries).
+pub async fn check_connections(
+    kafka: Option<&kafka::KafkaArgs>,
+    clickhouse: Option<&clickhouse::ClickHouseArgs>,
+) -> Result<()> {
+    if let Some(kafka) = kafka {
+        match kafka.check_connection(std::time::Duration::from_secs(10)) {
+            Err(CommonError::KafkaConnect { hint, detail, .. })
+                if hint == kafka::KAFKA_UNREACHABLE =>
+            {
+                tracing::warn!(brokers = %kafka.brokers, %detail, "Kafka not reachable yet");
+            }
+            other => other?,
+        }
+    }
+    if let Some(ch) = clickhouse {
+        match ch.check_connection().await {
+            Err(e) if !e.is_misconfiguration() => {
+                tracing::warn!(error = %e, "ClickHouse not reachable yet");
+            }
+            other => other?,
+        }
+    }
+    Ok(())
+}
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_millis() -> i64 {

@@ -3,7 +3,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/env.sh"
-for name in registry kafka clickhouse; do
+for name in registry-proxy registry kafka clickhouse; do
   f="$FS_RUN/$name.pid"
   [ -f "$f" ] || continue
   pid=$(cat "$f")

@@ -9,6 +9,15 @@ KAFKA_CONTROLLER_PORT="${FS_KAFKA_CONTROLLER_PORT:-29093}"
 REGISTRY_PORT="${FS_REGISTRY_PORT:-28081}"
 CLICKHOUSE_HTTP_PORT="${FS_CLICKHOUSE_HTTP_PORT:-28123}"
 CLICKHOUSE_TCP_PORT="${FS_CLICKHOUSE_TCP_PORT:-29000}"
+# The secure listeners next to the plain ones, as real deployments have them: Kafka SASL_SSL
+# (PLAIN, SCRAM-SHA-256/512), ClickHouse https with a password, the registry behind TLS + basic
+# auth. One user and password for all three; the CA and certificates are made by tls.sh.
+KAFKA_SASL_PORT="${FS_KAFKA_SASL_PORT:-29094}"
+CLICKHOUSE_HTTPS_PORT="${FS_CLICKHOUSE_HTTPS_PORT:-28443}"
+REGISTRY_TLS_PORT="${FS_REGISTRY_TLS_PORT:-28082}"
+SECURE_USER="${FS_SECURE_USER:-fs_secure}"
+SECURE_PASSWORD="${FS_SECURE_PASSWORD:-fsLocalSecret7f3a}"
+FS_TLS="$FS_RUN/tls"
 KAFKA_HOME="$FS_CACHE/kafka-$KAFKA_VERSION"
 APICURIO_HOME="$FS_CACHE/apicurio-$APICURIO_VERSION"
 

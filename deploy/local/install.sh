@@ -16,6 +16,9 @@ apt_install() {
 command -v java >/dev/null || { log "installing a Java runtime"; apt_install openjdk-17-jre-headless; }
 command -v mvn >/dev/null || { log "installing maven"; apt_install maven; }
 command -v curl >/dev/null || apt_install curl
+# The registry's TLS + basic-auth proxy and the local CA.
+command -v nginx >/dev/null || { log "installing nginx (the registry's TLS proxy)"; apt_install nginx-light; }
+command -v openssl >/dev/null || apt_install openssl
 
 if [ ! -f "$KAFKA_HOME/.complete" ]; then
   log "fetching Apache Kafka $KAFKA_VERSION jars from Maven Central"

@@ -201,6 +201,7 @@ async fn main() -> Result<()> {
                 partitions,
                 metrics_addr,
             } = *args;
+            fraudstream_common::check_connections(Some(&kafka), None).await?;
             let metrics = PublishMetrics::new()?;
             if let Some(addr) = metrics_addr {
                 let health = Health::new();

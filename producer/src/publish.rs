@@ -113,6 +113,8 @@ pub struct PublishSummary {
     pub labels_failed: u64,
     /// Labels sent before their delay because the run was interrupted.
     pub labels_early: u64,
+    /// The most labels that waited for their time at once (bounded by the delay, not the run).
+    pub labels_pending_peak: u64,
     pub bad_row_count: u64,
     /// The first bad rows (at most 100), with line and reason.
     pub bad_rows: Vec<BadRow>,
@@ -169,12 +171,50 @@ const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("queue.buffering.max.kbytes", "1048576"),
 ];
 
-/// A label waiting for its time.
+/// A label waiting for its time. `due_step` is on the replay's clock, which keeps counting
+/// across `--loop` passes (see [`ReplayClock`]).
 struct PendingLabel {
     due_step: i32,
     due_at: Instant,
     transaction_id: String,
     is_fraud: bool,
+}
+
+/// The replay's step clock. With `--loop`, pass `k` replays the file's steps shifted by `k` times
+/// the file's span, so time keeps moving forward: step-delayed labels from the end of one pass
+/// fall due early in the next (instead of waiting for a step that never comes again), and
+/// `--speedup` keeps pacing after the first pass.
+#[derive(Default)]
+struct ReplayClock {
+    /// Added to every step of the current pass.
+    offset: i32,
+    /// The first step of the whole run (pacing starts there).
+    first: Option<i32>,
+    /// The current pass's lowest and highest file step.
+    pass_range: Option<(i32, i32)>,
+}
+
+impl ReplayClock {
+    /// The continuous step of a file row in the current pass.
+    fn step(&mut self, file_step: i32) -> i32 {
+        let (lo, hi) = self.pass_range.unwrap_or((file_step, file_step));
+        self.pass_range = Some((lo.min(file_step), hi.max(file_step)));
+        let step = file_step + self.offset;
+        self.first.get_or_insert(step);
+        step
+    }
+
+    /// Steps since the run's first row.
+    fn elapsed_steps(&self, step: i32) -> i32 {
+        (step - self.first.unwrap_or(step)).max(0)
+    }
+
+    /// The file starts over: the next pass begins one step after this one ended.
+    fn next_pass(&mut self) {
+        if let Some((lo, hi)) = self.pass_range.take() {
+            self.offset += hi - lo + 1;
+        }
+    }
 }
 
 struct Sender {
@@ -245,7 +285,7 @@ pub async fn publish(
     }
     // Open the file first: a missing file or wrong header fails before anything is sent.
     CsvReader::open(&cfg.input)?;
-    let codec = Codec::new(&kafka.schema_registry);
+    let codec = kafka.codec()?;
     let tx_schema = codec
         .schema_id::<Transaction>(&cfg.transactions_topic)
         .await?;
@@ -284,7 +324,7 @@ fn run(
     let mut summary = PublishSummary::default();
     let mut pending: VecDeque<PendingLabel> = VecDeque::new();
     let mut last_progress = Instant::now();
-    let mut first_step: Option<i32> = None;
+    let mut clock = ReplayClock::default();
     let limit = s.cfg.limit.unwrap_or(u64::MAX);
     let mut round = 0u32;
     let snapshot = |summary: &mut PublishSummary, d: &Deliveries| {
@@ -315,11 +355,11 @@ fn run(
                 }
             };
             // Pace: where should we be in time by now?
-            let first = *first_step.get_or_insert(row.step);
+            let step = clock.step(row.step);
             let due = match (s.cfg.rate, s.cfg.speedup) {
                 (Some(rate), _) => Some(Duration::from_secs_f64(summary.sent as f64 / rate)),
                 (_, Some(speedup)) => Some(Duration::from_secs_f64(
-                    (row.step - first).max(0) as f64 / speedup,
+                    clock.elapsed_steps(step) as f64 / speedup,
                 )),
                 _ => None,
             };
@@ -333,7 +373,7 @@ fn run(
             let now = Instant::now();
             while let Some(p) = pending.front() {
                 let ready = match s.cfg.label_delay {
-                    LabelDelay::Steps(_) => p.due_step <= row.step,
+                    LabelDelay::Steps(_) => p.due_step <= step,
                     LabelDelay::Seconds(_) => p.due_at <= now,
                 };
                 if !ready {
@@ -348,7 +388,7 @@ fn run(
             } else {
                 format!("{}-{round}-{line}", s.cfg.id_prefix)
             };
-            let (step, is_fraud) = (row.step, row.is_fraud);
+            let is_fraud = row.is_fraud;
             let tx = row.into_transaction(id, now_millis());
             let payload = Codec::encode_with_id(s.tx_schema, &tx)?;
             s.send(&s.cfg.transactions_topic, &tx.name_orig, &payload, TX)?;
@@ -376,6 +416,7 @@ fn run(
                 summary.labels_sent += 1;
             } else {
                 pending.push_back(label);
+                summary.labels_pending_peak = summary.labels_pending_peak.max(pending.len() as u64);
             }
             if last_progress.elapsed() >= Duration::from_millis(100) {
                 last_progress = Instant::now();
@@ -391,7 +432,7 @@ fn run(
             break 'file;
         }
         round += 1;
-        first_step = None;
+        clock.next_pass();
     }
     // The stream has ended: labels in step mode are all due now; in seconds mode wait for them,
     // unless interrupted (then send them early rather than lose them).
@@ -437,5 +478,22 @@ mod tests {
             LabelDelay::Seconds(1.5)
         );
         assert!("soon".parse::<LabelDelay>().unwrap_err().contains("30s"));
+    }
+
+    #[test]
+    fn replay_clock_keeps_counting_across_passes() {
+        let mut clock = ReplayClock::default();
+        let first_pass: Vec<i32> = [670, 670, 700, 743]
+            .iter()
+            .map(|&s| clock.step(s))
+            .collect();
+        assert_eq!(first_pass, [670, 670, 700, 743]);
+        clock.next_pass();
+        // The file spans steps 670..=743 (74 steps): the second pass starts at 744.
+        assert_eq!(clock.step(670), 744);
+        assert_eq!(clock.step(743), 817);
+        assert_eq!(clock.elapsed_steps(817), 147);
+        clock.next_pass();
+        assert_eq!(clock.step(670), 818);
     }
 }

@@ -262,3 +262,107 @@ async fn wrong_header_fails_before_anything_is_sent() {
     .unwrap();
     assert!(got.is_empty());
 }
+
+/// `publish --loop --label-delay 24steps`, as compose runs it: over three passes every
+/// transaction gets exactly one label, with the right truth, and the labels waiting for their
+/// step stay bounded by the delay (they used to stall after the first pass and pile up).
+#[tokio::test(flavor = "multi_thread")]
+async fn loop_with_step_delay_labels_every_pass_and_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = dir.path().join("paysim.csv");
+    simulate(
+        60_000,
+        5,
+        &mut std::io::BufWriter::new(std::fs::File::create(&all).unwrap()),
+        |_| {},
+    )
+    .unwrap();
+    let (hist, stream) = (dir.path().join("h.csv"), dir.path().join("s.csv"));
+    let rows = split(&all, 0.9, &hist, &stream).unwrap().stream_rows as usize;
+    let (passes, delay) = (3usize, 24);
+
+    let mut cfg = config(&stream, "publish_loop");
+    cfg.repeat = true;
+    cfg.limit = Some((passes * rows) as u64);
+    cfg.label_delay = LabelDelay::Steps(delay);
+    let summary = run(cfg.clone()).await.unwrap();
+    assert_eq!(summary.sent, (passes * rows) as u64);
+    assert_eq!(summary.labels_acked, (passes * rows) as u64);
+
+    // The most labels that can rightly wait at once: the rows of any delay+1 consecutive steps,
+    // the file's steps wrapping round as the loop does.
+    let mut per_step: Vec<(i32, usize)> = Vec::new();
+    let mut reader = CsvReader::open(&stream).unwrap();
+    while let Some((_, row)) = reader.next_row().unwrap() {
+        let step = row.unwrap().step;
+        match per_step.last_mut() {
+            Some((s, n)) if *s == step => *n += 1,
+            _ => per_step.push((step, 1)),
+        }
+    }
+    let (lo, hi) = (per_step[0].0, per_step.last().unwrap().0);
+    let mut counts = vec![0usize; (hi - lo + 1) as usize];
+    for (s, n) in &per_step {
+        counts[(s - lo) as usize] = *n;
+    }
+    let bound = (0..counts.len())
+        .map(|i| {
+            (0..=delay as usize)
+                .map(|k| counts[(i + k) % counts.len()])
+                .sum::<usize>()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        summary.labels_pending_peak as usize <= bound && bound < rows,
+        "pending labels peaked at {}, the delay allows {bound} (of {rows} rows a pass)",
+        summary.labels_pending_peak
+    );
+
+    let kafka = local_kafka();
+    let codec = Codec::new(&kafka.schema_registry);
+    let mut truth = HashMap::new();
+    for m in read_topic(
+        &kafka,
+        &cfg.transactions_topic,
+        true,
+        passes * rows + 1,
+        Duration::from_secs(8),
+    )
+    .await
+    .unwrap()
+    {
+        let tx: Transaction = codec.decode(m.payload().unwrap()).await.unwrap();
+        assert!(
+            truth.insert(tx.transaction_id, ()).is_none(),
+            "duplicate transaction"
+        );
+    }
+    assert_eq!(truth.len(), passes * rows);
+    let labels = read_topic(
+        &kafka,
+        &cfg.labels_topic,
+        true,
+        passes * rows + 1,
+        Duration::from_secs(8),
+    )
+    .await
+    .unwrap();
+    let mut labelled = std::collections::HashSet::new();
+    for m in &labels {
+        let label: Label = codec.decode(m.payload().unwrap()).await.unwrap();
+        assert!(
+            truth.contains_key(&label.transaction_id),
+            "label of an unknown id"
+        );
+        assert!(
+            labelled.insert(label.transaction_id),
+            "two labels for one transaction"
+        );
+    }
+    assert_eq!(
+        labelled.len(),
+        passes * rows,
+        "every transaction of every pass is labelled"
+    );
+}

@@ -16,7 +16,45 @@ use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+
+/// How to reach the schema registry: its URL, basic-auth credentials (Confluent Cloud, Redpanda
+/// Cloud: an API key and secret) and a CA file for a registry whose certificate a private CA
+/// signed. Debug never shows the password.
+#[derive(Clone, Default)]
+pub struct RegistryConfig {
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("url", &redact_url(&self.url))
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// `url` without the password of any `user:password@` it carries, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:<redacted>@{host}{}", &rest[host_end..])
+        }
+        None => url.to_string(),
+    }
+}
 
 /// Errors of encoding, decoding and talking to the registry.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +64,12 @@ pub enum SchemaError {
         "schema registry at {url}: {message} (is the registry running? check SCHEMA_REGISTRY_URL)"
     )]
     Registry { url: String, message: String },
+    #[error(
+        "schema registry CA file {path}: {reason} (set SCHEMA_REGISTRY_CA_FILE to a PEM file)"
+    )]
+    CaFile { path: String, reason: String },
+    #[error("schema registry client for {url}: {message}")]
+    Client { url: String, message: String },
     #[error("not in Confluent wire format: {0}")]
     WireFormat(String),
     #[error("Avro encoding of {record} failed: {source}")]
@@ -64,11 +108,47 @@ pub struct Codec {
 }
 
 impl Codec {
-    /// A codec for the registry at `url` (Confluent API; for Apicurio use `.../apis/ccompat/v7`).
+    /// A codec for the registry at `url` (Confluent API; for Apicurio use `.../apis/ccompat/v7`),
+    /// without credentials.
     pub fn new(url: &str) -> Self {
         let settings = SrSettings::new(url.trim_end_matches('/').to_string());
+        Self::with_settings(url, settings)
+    }
+
+    /// A codec for the registry `cfg` describes: basic auth and a private CA when given.
+    pub fn with_config(cfg: &RegistryConfig) -> Result<Self, SchemaError> {
+        let mut builder = SrSettings::new_builder(cfg.url.trim_end_matches('/').to_string());
+        if let Some(user) = &cfg.user {
+            builder.set_basic_authorization(user, cfg.password.as_deref());
+        }
+        let mut client = reqwest::Client::builder();
+        if let Some(path) = &cfg.ca_file {
+            let ca_error = |reason: String| SchemaError::CaFile {
+                path: path.display().to_string(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| ca_error(format!("not PEM certificates: {e}")))?;
+            if certs.is_empty() {
+                return Err(ca_error("no certificate in the file".into()));
+            }
+            for cert in certs {
+                client = client.add_root_certificate(cert);
+            }
+        }
+        let settings = builder
+            .build_with(client)
+            .map_err(|e| SchemaError::Client {
+                url: redact_url(&cfg.url),
+                message: e.to_string(),
+            })?;
+        Ok(Self::with_settings(&cfg.url, settings))
+    }
+
+    fn with_settings(url: &str, settings: SrSettings) -> Self {
         Codec {
-            url: url.to_string(),
+            url: redact_url(url),
             encoder: AvroEncoder::new(settings.clone()),
             decoder: AvroDecoder::new(settings),
             ids: RwLock::new(HashMap::new()),
@@ -76,10 +156,21 @@ impl Codec {
         }
     }
 
+    /// A registry failure, with what to set when the registry refused us: a 401 is the
+    /// credentials, a TLS failure the CA.
     fn registry_error(&self, e: impl std::fmt::Display) -> SchemaError {
+        let mut message = e.to_string();
+        let lower = message.to_lowercase();
+        if lower.contains("401") || lower.contains("unauthorized") {
+            message.push_str(
+                "; the registry refused the credentials: set SCHEMA_REGISTRY_USER and SCHEMA_REGISTRY_PASSWORD",
+            );
+        } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("ssl") {
+            message.push_str("; TLS failed: if a private CA signed the registry's certificate, set SCHEMA_REGISTRY_CA_FILE");
+        }
         SchemaError::Registry {
             url: self.url.clone(),
-            message: e.to_string(),
+            message,
         }
     }
 

@@ -9,7 +9,7 @@ mod binary;
 mod codec;
 mod types;
 
-pub use codec::{Codec, SchemaError};
+pub use codec::{redact_url, Codec, RegistryConfig, SchemaError};
 pub use types::{
     AvroRecord, Compression, Label, ModelRecord, ModelStatus, Prediction, Reason, Transaction,
     TransactionType,

@@ -274,7 +274,7 @@ pub async fn run(
         1,
     )
     .await?;
-    let codec = Arc::new(Codec::new(&cfg.kafka.schema_registry));
+    let codec = Arc::new(cfg.kafka.codec()?);
     let prediction_schema = codec
         .schema_id::<Prediction>(&cfg.predictions_topic)
         .await?;

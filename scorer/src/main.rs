@@ -26,7 +26,8 @@ struct Cli {
     #[command(flatten)]
     telemetry: TelemetryArgs,
     /// This instance's stable name: its Kafka transactional.id is derived from it, so a restarted
-    /// instance fences its crashed predecessor at once. Default: scorer-<hostname>.
+    /// instance fences its crashed predecessor at once. Default: scorer-<hostname> ($HOSTNAME,
+    /// else /etc/hostname).
     #[arg(long, env = "FRAUDSTREAM_INSTANCE_ID")]
     instance_id: Option<String>,
     /// Consumer group shared by all scorer instances.
@@ -96,6 +97,7 @@ fn main() -> Result<()> {
 async fn run_scorer() -> Result<()> {
     let cli = Cli::parse();
     let _telemetry = telemetry::init("scorer", &cli.telemetry)?;
+    fraudstream_common::check_connections(Some(&cli.kafka), None).await?;
     fraudstream_common::model::limit_threads(cli.lightgbm_threads);
     fraudstream_common::model::use_native_trees(!cli.lightgbm_predict);
     let metrics = Arc::new(ScorerMetrics::new()?);
@@ -108,13 +110,15 @@ async fn run_scorer() -> Result<()> {
         tracing::info!("stopping: committing the open transaction");
         flag.store(true, Ordering::Relaxed);
     });
+    // HOSTNAME first: containers get a distinct one per replica (compose's `replicas: 2`).
     let instance = cli.instance_id.unwrap_or_else(|| {
-        format!(
-            "scorer-{}",
-            std::fs::read_to_string("/etc/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "local".into())
-        )
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.trim().is_empty())
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|| "local".into());
+        format!("scorer-{host}")
     });
     let cfg = ScorerConfig {
         kafka: cli.kafka,

@@ -221,7 +221,7 @@ pub async fn run(
     });
     health.set_ready("consuming");
     let mut sink = Sink {
-        codec: Arc::new(Codec::new(&cfg.kafka.schema_registry)),
+        codec: Arc::new(cfg.kafka.codec()?),
         cfg,
         consumer,
         writer,

@@ -101,6 +101,7 @@ struct BigQueryArgs {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     let _telemetry = telemetry::init("sink", &cli.telemetry)?;
+    fraudstream_common::check_connections(Some(&cli.kafka), Some(&cli.clickhouse)).await?;
     let metrics = Arc::new(SinkMetrics::new()?);
     let health = Health::new();
     server::serve(cli.metrics_addr, metrics.registry.clone(), health.clone()).await?;

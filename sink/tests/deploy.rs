@@ -104,6 +104,105 @@ fn dashboards_name_provisioned_datasources() {
     );
 }
 
+/// The ClickHouse plugin's `format`: 0 = time series, 1 = table. A table panel fed a time series
+/// frame errors when rows are not ascending by time ("Latest alerts" sorts newest first), and a
+/// time series panel fed a table never splits one series per label (the version timeline).
+#[test]
+fn clickhouse_panels_ask_for_the_format_their_panel_draws() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo().join("grafana/dashboards")).unwrap() {
+        let path = entry.unwrap().path();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for panel in json["panels"].as_array().unwrap() {
+            for t in panel["targets"].as_array().unwrap() {
+                if t["datasource"]["type"] != "grafana-clickhouse-datasource" {
+                    continue;
+                }
+                let (format, query_type) = match panel["type"].as_str().unwrap() {
+                    "timeseries" => (0, "timeseries"),
+                    "table" | "barchart" | "stat" | "piechart" | "bargauge" => (1, "table"),
+                    other => panic!("{}: panel type {other} has no known format", panel["title"]),
+                };
+                assert_eq!(
+                    (
+                        t["format"].as_i64(),
+                        t["queryType"].as_str(),
+                        t["editorType"].as_str()
+                    ),
+                    (Some(format), Some(query_type), Some("sql")),
+                    "{} / {} ({}): format, queryType, editorType",
+                    path.display(),
+                    panel["title"],
+                    panel["type"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 10, "ClickHouse panels checked: {checked}");
+}
+
+fn version(s: &str) -> (u32, u32) {
+    let mut it = s.split('.').map(|p| p.parse::<u32>().unwrap());
+    (it.next().unwrap(), it.next().unwrap_or(0))
+}
+
+/// The image builds: its Rust is at least the workspace's rust-version, which is at least every
+/// locked crate's (a crate that needs a newer Rust fails the image build), and every member
+/// inherits it (clippy's incompatible_msrv then flags std APIs newer than the claim).
+#[test]
+fn dockerfile_rust_is_at_least_every_locked_crates_rust_version() {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let members: Vec<&str> = meta["workspace_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    let (mut highest, mut who) = ((0, 0), String::new());
+    for p in meta["packages"].as_array().unwrap() {
+        let id = p["id"].as_str().unwrap();
+        if members.contains(&id) {
+            assert_eq!(
+                p["rust_version"].as_str(),
+                Some(env!("CARGO_PKG_RUST_VERSION")),
+                "{} must inherit the workspace rust-version",
+                p["name"]
+            );
+        } else if let Some(v) = p["rust_version"].as_str() {
+            if version(v) > highest {
+                (highest, who) = (version(v), format!("{} {}", p["name"], p["version"]));
+            }
+        }
+    }
+    let workspace = version(env!("CARGO_PKG_RUST_VERSION"));
+    assert!(
+        workspace >= highest,
+        "workspace rust-version {workspace:?} is below {who}'s {highest:?}: raise it in Cargo.toml"
+    );
+    let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    let image = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("FROM rust:"))
+        .expect("the build stage is FROM rust:<version>-...");
+    let image_version = version(image.split(['-', ' ']).next().unwrap());
+    assert!(
+        image_version >= workspace,
+        "deploy/Dockerfile builds on rust:{image}, below the workspace's rust-version {workspace:?}"
+    );
+}
+
 #[test]
 fn compose_file_has_services_ports_and_start_order() {
     let compose: serde_yaml::Value =

@@ -101,6 +101,10 @@ enum Command {
         /// Where to write the LightGBM model text.
         #[arg(long, default_value = "model.txt")]
         out: PathBuf,
+        /// Do nothing when the models topic already has a champion for --model-name (an init
+        /// step that runs on every start, e.g. compose's `init`).
+        #[arg(long)]
+        if_no_champion: bool,
     },
     /// Train from ClickHouse: labelled transactions (the sink's transactions joined with labels),
     /// the newest --limit rows, optionally within an event-time window.
@@ -166,6 +170,21 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+}
+
+impl Command {
+    /// Where every subcommand reads and publishes.
+    fn target(&self) -> &Target {
+        match self {
+            Command::Bootstrap { target, .. }
+            | Command::Train { target, .. }
+            | Command::Watch { target, .. }
+            | Command::List { target }
+            | Command::Show { target, .. }
+            | Command::Promote { target, .. }
+            | Command::Rollback { target } => target,
+        }
+    }
 }
 
 impl Target {
@@ -270,13 +289,30 @@ async fn train_and_publish(
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     let _telemetry = telemetry::init("trainer", &cli.telemetry)?;
+    let target = cli.command.target();
+    fraudstream_common::check_connections(Some(&target.kafka), Some(&target.clickhouse)).await?;
     match cli.command {
         Command::Bootstrap {
             target,
             training,
             csv,
             out,
+            if_no_champion,
         } => {
+            if if_no_champion {
+                let ensure = [TopicSpec::new(&target.models_topic, 1).compacted()];
+                ensure_topics(&target.kafka.admin()?, &ensure, 1).await?;
+                let records = registry::read_models(&target.kafka, &target.models_topic).await?;
+                if let Some(c) =
+                    registry::serving(&records, &target.model_name, ModelStatus::Champion)
+                {
+                    println!(
+                        "{} v{} is already champion on {}: nothing to bootstrap",
+                        c.model_name, c.version, target.models_topic
+                    );
+                    return Ok(());
+                }
+            }
             let started = Instant::now();
             let (examples, bad) = examples_from_csv(&csv)?;
             println!(

@@ -8,7 +8,7 @@ use fraudstream_common::clickhouse::ClickHouseArgs;
 use fraudstream_common::kafka::{read_partition_range, KafkaArgs};
 use fraudstream_common::model::pack_model_text;
 use fraudstream_common::now_millis;
-use fraudstream_schemas::{Codec, Compression, ModelRecord, ModelStatus};
+use fraudstream_schemas::{Compression, ModelRecord, ModelStatus};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
@@ -26,7 +26,7 @@ pub fn status_name(s: ModelStatus) -> &'static str {
 
 /// Every record on the models topic, oldest first (the topic is compacted: one per key).
 pub async fn read_models(kafka: &KafkaArgs, topic: &str) -> Result<Vec<ModelRecord>, TrainerError> {
-    let codec = Codec::new(&kafka.schema_registry);
+    let codec = kafka.codec()?;
     let consumer = kafka.range_reader("trainer-models-reader")?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut payloads = Vec::new();
@@ -69,7 +69,7 @@ pub async fn send_record(
     topic: &str,
     record: &ModelRecord,
 ) -> Result<(), TrainerError> {
-    let codec = Codec::new(&kafka.schema_registry);
+    let codec = kafka.codec()?;
     let payload = codec.encode(topic, record).await?;
     let key = format!("{}:{}", record.model_name, status_name(record.status));
     let producer: FutureProducer = kafka

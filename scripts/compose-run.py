@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""Proves docker-compose.yml without Docker (part of `make test`).
+
+1. Loads the compose file with the real compose-spec loader (deploy/compose-check, the Go module
+   `docker compose config` uses): interpolation, anchors and merge keys, schema validation.
+2. Runs the project's own compose services natively, in compose's start order: `init`, then
+   `producer`, both `scorer` replicas, `sink`, and `trainer` once the sink is healthy, each with
+   exactly the `entrypoint`/`command` and `environment` compose resolved. Only addresses are
+   mapped (service hostnames to the local services, `0.0.0.0:PORT` to a free 127.0.0.1 port, the
+   `/data` volume to a temp dir), and, for isolation from other runs on the same broker, topic,
+   group and database names get a run prefix (the ISOLATION table below).
+3. Checks what a user would: transactions, predictions and labels land in ClickHouse, every
+   transaction landed has exactly one prediction once the producer stops, the trainer retrains
+   at least once, every metric the dashboards and alert rules use exists on some service's
+   /metrics, and every service stops cleanly (exit 0) on SIGTERM.
+
+A flag or env name in compose that a service no longer accepts makes that service exit, and the
+run fails naming it. Usage: scripts/compose-run.py [--timeout SECONDS] [--keep-logs DIR]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/fraudstream/target"))
+BIN = os.path.join(TARGET, "release")
+KAFKA = os.environ.get("KAFKA_BROKERS", "127.0.0.1:29092")
+REGISTRY = os.environ.get("SCHEMA_REGISTRY_URL", "http://127.0.0.1:28081/apis/ccompat/v7")
+CLICKHOUSE = os.environ.get("CLICKHOUSE_URL", "http://127.0.0.1:28123")
+# The compose network's addresses and where the same service runs natively.
+HOSTS = {
+    "http://redpanda:8081": REGISTRY,
+    "redpanda:9092": KAFKA,
+    "http://clickhouse:8123": CLICKHOUSE,
+}
+SERVICES = ["init", "producer", "scorer", "sink", "trainer"]
+
+
+def log(msg):
+    print(f"[compose-run] {msg}", flush=True)
+
+
+def fail(msg):
+    log(f"FAILED: {msg}")
+    raise SystemExit(1)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_project():
+    """The compose file as the compose-spec loader resolves it (or its error)."""
+    exe = os.path.join(TARGET, "compose-check")
+    src = os.path.join(REPO, "deploy/compose-check")
+    subprocess.run(["go", "build", "-o", exe, "."], cwd=src, check=True)
+    out = subprocess.run([exe, "-f", os.path.join(REPO, "docker-compose.yml")],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        fail(f"the compose-spec loader refused docker-compose.yml:\n{out.stderr}")
+    log("docker-compose.yml loads with compose-go (docker compose config's loader)")
+    return json.loads(out.stdout)
+
+
+class Run:
+    def __init__(self, project, keep_logs):
+        self.project = project
+        self.prefix = f"compose-{os.getpid()}-{int(time.time())}"
+        self.data = tempfile.mkdtemp(prefix="compose-data-")
+        self.logs = keep_logs or os.path.join(self.data, "logs")
+        os.makedirs(self.logs, exist_ok=True)
+        self.database = self.prefix.replace("-", "_")
+        self.procs = {}  # name -> (Popen, metrics port or None)
+        # Isolation: names only, never a setting the compose file makes.
+        p = self.prefix
+        self.isolation = {
+            "FRAUDSTREAM_TRANSACTIONS_TOPIC": f"{p}-transactions",
+            "FRAUDSTREAM_PREDICTIONS_TOPIC": f"{p}-predictions",
+            "FRAUDSTREAM_ALERTS_TOPIC": f"{p}-fraud-alerts",
+            "FRAUDSTREAM_LABELS_TOPIC": f"{p}-labels",
+            "FRAUDSTREAM_DLQ_TOPIC": f"{p}-transactions-dlq",
+            "FRAUDSTREAM_SINK_DLQ_TOPIC": f"{p}-predictions-dlq",
+            "FRAUDSTREAM_MODELS_TOPIC": f"{p}-models",
+            "FRAUDSTREAM_SCORER_GROUP": f"{p}-scorer",
+            "FRAUDSTREAM_SINK_GROUP": f"{p}-sink",
+        }
+
+    def map_value(self, value, ports):
+        """A compose value as it reads on this machine: addresses and the /data volume."""
+        for compose_addr, local in HOSTS.items():
+            value = value.replace(compose_addr, local)
+        value = re.sub(r"(?<![\w.])/data\b", self.data, value)
+
+        def port(m):
+            ports.append(free_port())
+            return f"127.0.0.1:{ports[-1]}"
+        return re.sub(r"0\.0\.0\.0:\d+", port, value)
+
+    def service(self, name):
+        svc = self.project["services"].get(name)
+        if svc is None:
+            fail(f"compose has no service {name!r}")
+        return svc
+
+    def argv_env(self, name, replica):
+        svc = self.service(name)
+        ports = []
+        argv = [self.map_value(a, ports) for a in (svc.get("entrypoint") or []) + (svc.get("command") or [])]
+        if not argv:
+            fail(f"{name}: no command (the image's CMD only prints help)")
+        env = {k: self.map_value(v or "", ports) for k, v in (svc.get("environment") or {}).items()}
+        if env.get("CLICKHOUSE_DATABASE"):
+            env["CLICKHOUSE_DATABASE"] = self.database
+        full = dict(os.environ)
+        for k in list(full):  # the host's own settings must not leak into a service
+            if k.startswith(("FRAUDSTREAM_", "KAFKA_", "CLICKHOUSE_", "SCHEMA_REGISTRY")):
+                del full[k]
+        full.update(env)
+        full.update(self.isolation)
+        # The image puts the binaries on PATH (/usr/local/bin); containers get their own hostname.
+        full["PATH"] = BIN + os.pathsep + full["PATH"]
+        full["HOSTNAME"] = f"{self.prefix}-{name}-{replica}"
+        return argv, full, ports
+
+    def start(self, name, replica=1):
+        argv, env, ports = self.argv_env(name, replica)
+        key = f"{name}-{replica}"
+        out = open(os.path.join(self.logs, f"{key}.log"), "w")
+        proc = subprocess.Popen(argv, env=env, cwd=self.data, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        self.procs[key] = (proc, ports[0] if ports else None)
+        log(f"started {key}: {' '.join(a if len(a) < 60 else a[:57] + '...' for a in argv)}")
+        return key
+
+    def tail(self, key, n=30):
+        try:
+            with open(os.path.join(self.logs, f"{key}.log")) as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def check_alive(self):
+        for key, (proc, _) in self.procs.items():
+            if proc.poll() is not None:
+                fail(f"{key} exited with {proc.returncode}; its log ends:\n{self.tail(key)}")
+
+    def http(self, port, path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError:
+            return None, ""
+
+    def wait_healthy(self, key, timeout):
+        """compose's healthcheck: curl -sf http://127.0.0.1:PORT/health."""
+        deadline = time.time() + timeout
+        port = self.procs[key][1]
+        while time.time() < deadline:
+            self.check_alive()
+            if self.http(port, "/health")[0] == 200:
+                return
+            time.sleep(0.5)
+        fail(f"{key} not healthy after {timeout}s: {self.http(port, '/health')}\n{self.tail(key)}")
+
+    def sql(self, query):
+        url = f"{CLICKHOUSE}/?database={self.database}&query=" + urllib.parse.quote(query)
+        try:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                return r.read().decode().strip()
+        except urllib.error.HTTPError as e:
+            return f"error: {e.read().decode()[:200]}"
+        except OSError as e:
+            return f"error: {e}"
+
+    def counts(self):
+        row = self.sql("SELECT (SELECT count() FROM transactions FINAL), (SELECT count() FROM predictions FINAL),"
+                       " (SELECT count() FROM labels FINAL) FORMAT TSV")
+        try:
+            return tuple(int(x) for x in row.split("\t"))
+        except ValueError:
+            return (0, 0, 0)
+
+    def trainings(self):
+        try:
+            with open(os.path.join(self.data, "trainer-state.json")) as f:
+                return json.load(f).get("trainings", 0)
+        except (OSError, ValueError):
+            return 0
+
+    def stop(self, key, timeout=60):
+        proc, _ = self.procs[key]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                fail(f"{key} did not stop within {timeout}s of SIGTERM")
+        return proc.returncode
+
+    def kill_all(self):
+        for proc, _ in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.sql_root(f"DROP DATABASE IF EXISTS {self.database}")
+        topics = os.path.join(REPO, "deploy/local/kafka-topics.sh")
+        subprocess.run([topics, "--delete", "--topic", f"{self.prefix}.*"], capture_output=True)
+
+    def sql_root(self, query):
+        try:
+            urllib.request.urlopen(urllib.request.Request(CLICKHOUSE, data=query.encode()), timeout=30)
+        except OSError:
+            pass
+
+
+def promql_metrics(expr):
+    """Metric names in a PromQL expression (not functions, keywords, labels or durations)."""
+    expr = re.sub(r'"[^"]*"', "", expr)
+    expr = re.sub(r"\{[^}]*\}", "", expr)
+    expr = re.sub(r"\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    names = set()
+    for m in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr):
+        rest = expr[m.end():].lstrip()
+        if rest.startswith("("):
+            continue  # a function or aggregation
+        if m.group() in {"and", "or", "unless", "bool", "offset", "by", "without", "e", "Inf", "NaN"}:
+            continue
+        names.add(m.group())
+    return names
+
+
+def used_metrics():
+    """Every Prometheus metric the dashboards and alert rules read, with where it is used."""
+    used = {}
+    for f in sorted(os.listdir(os.path.join(REPO, "grafana/dashboards"))):
+        d = json.load(open(os.path.join(REPO, "grafana/dashboards", f)))
+        for p in d["panels"]:
+            for t in p.get("targets", []):
+                if t.get("datasource", {}).get("type") == "prometheus":
+                    for name in promql_metrics(t["expr"]):
+                        used.setdefault(name, f"{f}: {p['title']}")
+    for f in ["deploy/prometheus/rules.yml", "grafana/provisioning/alerting/rules.yml"]:
+        for line in open(os.path.join(REPO, f)):
+            m = re.search(r'\bexpr:\s*"?(.*?)"?\s*}?\s*$', line)
+            if m:
+                for name in promql_metrics(m.group(1)):
+                    used.setdefault(name, f)
+    return used
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--timeout", type=float, default=900, help="seconds for the whole run")
+    ap.add_argument("--keep-logs", help="write the services' logs here (default: a temp dir, removed)")
+    args = ap.parse_args()
+    started = time.time()
+    deadline = started + args.timeout
+    project = load_project()
+    run = Run(project, args.keep_logs)
+    ok = False
+    try:
+        log(f"data dir {run.data}, topics and groups prefixed {run.prefix}, database {run.database}")
+        init = run.start("init")
+        while run.procs[init][0].poll() is None:
+            if time.time() > deadline:
+                fail("init did not finish in time")
+            time.sleep(1)
+        if run.procs[init][0].returncode != 0:
+            fail(f"init exited with {run.procs[init][0].returncode}:\n{run.tail(init)}")
+        log(f"init completed successfully in {time.time() - started:.0f}s")
+        del run.procs[init]
+        replicas = (run.service("scorer").get("deploy") or {}).get("replicas") or 1
+        scorers = [run.start("scorer", i) for i in range(1, replicas + 1)]
+        sink = run.start("sink")
+        producer = run.start("producer")
+        run.wait_healthy(sink, 120)
+        for s in scorers:
+            run.wait_healthy(s, 120)
+        trainer = run.start("trainer")  # depends_on: sink healthy
+        counts = (0, 0, 0)
+        while True:
+            run.check_alive()
+            counts = run.counts()
+            if all(counts) and run.trainings() >= 1:
+                break
+            if time.time() > deadline:
+                fail(f"in {args.timeout:.0f}s: transactions, predictions, labels = {counts}, trainings {run.trainings()}")
+            time.sleep(2)
+        log(f"landed: transactions {counts[0]}, predictions {counts[1]}, labels {counts[2]}; trainer retrained {run.trainings()} time(s)")
+
+        # Every metric the dashboards and alerts read exists on some service's /metrics.
+        exposed = set()
+        for key, (_, port) in run.procs.items():
+            if port:
+                for line in run.http(port, "/metrics")[1].splitlines():
+                    if line and not line.startswith("#"):
+                        exposed.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+        missing = {m: w for m, w in used_metrics().items() if m not in exposed}
+        if missing:
+            fail("metrics used but exposed by no service: " + ", ".join(f"{m} ({w})" for m, w in missing.items()))
+        log(f"all {len(used_metrics())} metrics the dashboards and alert rules use are exposed")
+
+        # Stop the producer; then every landed transaction gets its one prediction.
+        if run.stop(producer) != 0:
+            fail(f"producer exited with {run.procs[producer][0].returncode} on SIGTERM:\n{run.tail(producer)}")
+        while True:
+            tx, pred, _ = run.counts()
+            if tx > 0 and pred == tx:
+                break
+            if time.time() > deadline:
+                fail(f"after the producer stopped: {tx} transactions but {pred} predictions")
+            time.sleep(1)
+        dup = run.sql("SELECT count() - uniqExact(transaction_id) FROM predictions FINAL")
+        if dup != "0":
+            fail(f"duplicate predictions: {dup}")
+        log(f"producer stopped: {tx} transactions, {pred} predictions, one each")
+        for key in [trainer, *scorers, sink]:
+            rc = run.stop(key)
+            if rc != 0:
+                fail(f"{key} exited with {rc} on SIGTERM:\n{run.tail(key)}")
+        log(f"every service stopped cleanly; compose run passed in {time.time() - started:.0f}s")
+        ok = True
+    finally:
+        run.kill_all()
+        if ok and not args.keep_logs:
+            shutil.rmtree(run.data, ignore_errors=True)
+        elif not ok:
+            log(f"logs kept in {run.logs}")
+
+
+if __name__ == "__main__":
+    main()
