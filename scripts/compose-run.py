@@ -22,18 +22,14 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/fraudstream/target"))
-BIN = os.path.join(TARGET, "release")
+import fsrun
+from fsrun import BIN, REPO, TARGET, ClickHouse, Processes, fail, free_port, http_get, log
+
+fsrun.NAME = "compose-run"
 KAFKA = os.environ.get("KAFKA_BROKERS", "127.0.0.1:29092")
 REGISTRY = os.environ.get("SCHEMA_REGISTRY_URL", "http://127.0.0.1:28081/apis/ccompat/v7")
 CLICKHOUSE = os.environ.get("CLICKHOUSE_URL", "http://127.0.0.1:28123")
@@ -43,22 +39,6 @@ HOSTS = {
     "redpanda:9092": KAFKA,
     "http://clickhouse:8123": CLICKHOUSE,
 }
-SERVICES = ["init", "producer", "scorer", "sink", "trainer"]
-
-
-def log(msg):
-    print(f"[compose-run] {msg}", flush=True)
-
-
-def fail(msg):
-    log(f"FAILED: {msg}")
-    raise SystemExit(1)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load_project():
@@ -75,14 +55,15 @@ def load_project():
 
 
 class Run:
+    """The compose project's own services as native processes."""
+
     def __init__(self, project, keep_logs):
         self.project = project
         self.prefix = f"compose-{os.getpid()}-{int(time.time())}"
         self.data = tempfile.mkdtemp(prefix="compose-data-")
-        self.logs = keep_logs or os.path.join(self.data, "logs")
-        os.makedirs(self.logs, exist_ok=True)
+        self.procs = Processes(keep_logs or os.path.join(self.data, "logs"))
         self.database = self.prefix.replace("-", "_")
-        self.procs = {}  # name -> (Popen, metrics port or None)
+        self.clickhouse = ClickHouse(CLICKHOUSE, self.database)
         # Isolation: names only, never a setting the compose file makes.
         p = self.prefix
         self.isolation = {
@@ -114,7 +95,7 @@ class Run:
             fail(f"compose has no service {name!r}")
         return svc
 
-    def argv_env(self, name, replica):
+    def start(self, name, replica=1, one_shot_timeout=None):
         svc = self.service(name)
         ports = []
         argv = [self.map_value(a, ports) for a in (svc.get("entrypoint") or []) + (svc.get("command") or [])]
@@ -123,76 +104,18 @@ class Run:
         env = {k: self.map_value(v or "", ports) for k, v in (svc.get("environment") or {}).items()}
         if env.get("CLICKHOUSE_DATABASE"):
             env["CLICKHOUSE_DATABASE"] = self.database
-        full = dict(os.environ)
-        for k in list(full):  # the host's own settings must not leak into a service
-            if k.startswith(("FRAUDSTREAM_", "KAFKA_", "CLICKHOUSE_", "SCHEMA_REGISTRY")):
-                del full[k]
+        full = {k: v for k, v in os.environ.items()
+                # the host's own settings must not leak into a service
+                if not k.startswith(("FRAUDSTREAM_", "KAFKA_", "CLICKHOUSE_", "SCHEMA_REGISTRY"))}
         full.update(env)
         full.update(self.isolation)
         # The image puts the binaries on PATH (/usr/local/bin); containers get their own hostname.
         full["PATH"] = BIN + os.pathsep + full["PATH"]
         full["HOSTNAME"] = f"{self.prefix}-{name}-{replica}"
-        return argv, full, ports
-
-    def start(self, name, replica=1):
-        argv, env, ports = self.argv_env(name, replica)
         key = f"{name}-{replica}"
-        out = open(os.path.join(self.logs, f"{key}.log"), "w")
-        proc = subprocess.Popen(argv, env=env, cwd=self.data, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-        self.procs[key] = (proc, ports[0] if ports else None)
-        log(f"started {key}: {' '.join(a if len(a) < 60 else a[:57] + '...' for a in argv)}")
-        return key
-
-    def tail(self, key, n=30):
-        try:
-            with open(os.path.join(self.logs, f"{key}.log")) as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
-
-    def check_alive(self):
-        for key, (proc, _) in self.procs.items():
-            if proc.poll() is not None:
-                fail(f"{key} exited with {proc.returncode}; its log ends:\n{self.tail(key)}")
-
-    def http(self, port, path):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-        except OSError:
-            return None, ""
-
-    def wait_healthy(self, key, timeout):
-        """compose's healthcheck: curl -sf http://127.0.0.1:PORT/health."""
-        deadline = time.time() + timeout
-        port = self.procs[key][1]
-        while time.time() < deadline:
-            self.check_alive()
-            if self.http(port, "/health")[0] == 200:
-                return
-            time.sleep(0.5)
-        fail(f"{key} not healthy after {timeout}s: {self.http(port, '/health')}\n{self.tail(key)}")
-
-    def sql(self, query):
-        url = f"{CLICKHOUSE}/?database={self.database}&query=" + urllib.parse.quote(query)
-        try:
-            with urllib.request.urlopen(url, timeout=30) as r:
-                return r.read().decode().strip()
-        except urllib.error.HTTPError as e:
-            return f"error: {e.read().decode()[:200]}"
-        except OSError as e:
-            return f"error: {e}"
-
-    def counts(self):
-        row = self.sql("SELECT (SELECT count() FROM transactions FINAL), (SELECT count() FROM predictions FINAL),"
-                       " (SELECT count() FROM labels FINAL) FORMAT TSV")
-        try:
-            return tuple(int(x) for x in row.split("\t"))
-        except ValueError:
-            return (0, 0, 0)
+        if one_shot_timeout:
+            return self.procs.run(key, argv, full, self.data, one_shot_timeout)
+        return self.procs.start(key, argv, full, self.data, ports[0] if ports else None)
 
     def trainings(self):
         try:
@@ -201,32 +124,10 @@ class Run:
         except (OSError, ValueError):
             return 0
 
-    def stop(self, key, timeout=60):
-        proc, _ = self.procs[key]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                fail(f"{key} did not stop within {timeout}s of SIGTERM")
-        return proc.returncode
-
-    def kill_all(self):
-        for proc, _ in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        self.sql_root(f"DROP DATABASE IF EXISTS {self.database}")
-        topics = os.path.join(REPO, "deploy/local/kafka-topics.sh")
-        subprocess.run([topics, "--delete", "--topic", f"{self.prefix}.*"], capture_output=True)
-
-    def sql_root(self, query):
-        try:
-            urllib.request.urlopen(urllib.request.Request(CLICKHOUSE, data=query.encode()), timeout=30)
-        except OSError:
-            pass
+    def clean_up(self):
+        self.procs.kill_all()
+        ClickHouse(CLICKHOUSE, "default").query(f"DROP DATABASE IF EXISTS {self.database}")
+        fsrun.delete_topics(f"{self.prefix}.*")
 
 
 def promql_metrics(expr):
@@ -272,77 +173,66 @@ def main():
     args = ap.parse_args()
     started = time.time()
     deadline = started + args.timeout
-    project = load_project()
-    run = Run(project, args.keep_logs)
+    run = Run(load_project(), args.keep_logs)
+    procs, ch = run.procs, run.clickhouse
     ok = False
     try:
         log(f"data dir {run.data}, topics and groups prefixed {run.prefix}, database {run.database}")
-        init = run.start("init")
-        while run.procs[init][0].poll() is None:
-            if time.time() > deadline:
-                fail("init did not finish in time")
-            time.sleep(1)
-        if run.procs[init][0].returncode != 0:
-            fail(f"init exited with {run.procs[init][0].returncode}:\n{run.tail(init)}")
+        rc, out = run.start("init", one_shot_timeout=args.timeout)
+        if rc != 0:
+            fail(f"init exited with {rc}:\n{out[-3000:]}")
         log(f"init completed successfully in {time.time() - started:.0f}s")
-        del run.procs[init]
         replicas = (run.service("scorer").get("deploy") or {}).get("replicas") or 1
         scorers = [run.start("scorer", i) for i in range(1, replicas + 1)]
         sink = run.start("sink")
         producer = run.start("producer")
-        run.wait_healthy(sink, 120)
+        procs.wait_healthy(sink, 120)
         for s in scorers:
-            run.wait_healthy(s, 120)
+            procs.wait_healthy(s, 120)
         trainer = run.start("trainer")  # depends_on: sink healthy
         counts = (0, 0, 0)
-        while True:
-            run.check_alive()
-            counts = run.counts()
-            if all(counts) and run.trainings() >= 1:
-                break
+        while not (all(counts) and run.trainings() >= 1):
+            procs.check_alive()
             if time.time() > deadline:
                 fail(f"in {args.timeout:.0f}s: transactions, predictions, labels = {counts}, trainings {run.trainings()}")
             time.sleep(2)
+            counts = ch.counts()
         log(f"landed: transactions {counts[0]}, predictions {counts[1]}, labels {counts[2]}; trainer retrained {run.trainings()} time(s)")
 
         # Every metric the dashboards and alerts read exists on some service's /metrics.
         exposed = set()
-        for key, (_, port) in run.procs.items():
+        for key, (_, port) in procs.procs.items():
             if port:
-                for line in run.http(port, "/metrics")[1].splitlines():
+                for line in http_get(f"http://127.0.0.1:{port}/metrics")[1].splitlines():
                     if line and not line.startswith("#"):
                         exposed.add(re.split(r"[{ ]", line, maxsplit=1)[0])
-        missing = {m: w for m, w in used_metrics().items() if m not in exposed}
+        used = used_metrics()
+        missing = {m: w for m, w in used.items() if m not in exposed}
         if missing:
             fail("metrics used but exposed by no service: " + ", ".join(f"{m} ({w})" for m, w in missing.items()))
-        log(f"all {len(used_metrics())} metrics the dashboards and alert rules use are exposed")
+        log(f"all {len(used)} metrics the dashboards and alert rules use are exposed")
 
         # Stop the producer; then every landed transaction gets its one prediction.
-        if run.stop(producer) != 0:
-            fail(f"producer exited with {run.procs[producer][0].returncode} on SIGTERM:\n{run.tail(producer)}")
-        while True:
-            tx, pred, _ = run.counts()
-            if tx > 0 and pred == tx:
-                break
+        procs.stop_cleanly(producer)
+        tx = pred = 0
+        while not (tx > 0 and pred == tx):
             if time.time() > deadline:
                 fail(f"after the producer stopped: {tx} transactions but {pred} predictions")
             time.sleep(1)
-        dup = run.sql("SELECT count() - uniqExact(transaction_id) FROM predictions FINAL")
+            tx, pred, _ = ch.counts()
+        dup = ch.query("SELECT count() - uniqExact(transaction_id) FROM predictions FINAL")
         if dup != "0":
             fail(f"duplicate predictions: {dup}")
         log(f"producer stopped: {tx} transactions, {pred} predictions, one each")
-        for key in [trainer, *scorers, sink]:
-            rc = run.stop(key)
-            if rc != 0:
-                fail(f"{key} exited with {rc} on SIGTERM:\n{run.tail(key)}")
+        procs.stop_cleanly(trainer, *scorers, sink)
         log(f"every service stopped cleanly; compose run passed in {time.time() - started:.0f}s")
         ok = True
     finally:
-        run.kill_all()
+        run.clean_up()
         if ok and not args.keep_logs:
             shutil.rmtree(run.data, ignore_errors=True)
         elif not ok:
-            log(f"logs kept in {run.logs}")
+            log(f"logs kept in {procs.logs}")
 
 
 if __name__ == "__main__":

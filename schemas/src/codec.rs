@@ -165,8 +165,14 @@ impl Codec {
             message.push_str(
                 "; the registry refused the credentials: set SCHEMA_REGISTRY_USER and SCHEMA_REGISTRY_PASSWORD",
             );
-        } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("ssl") {
-            message.push_str("; TLS failed: if a private CA signed the registry's certificate, set SCHEMA_REGISTRY_CA_FILE");
+        } else if lower.contains("certificate")
+            || lower.contains("tls")
+            || lower.contains("ssl")
+            || (self.url.starts_with("https:") && lower.contains("error sending request"))
+        {
+            // The registry client drops the TLS cause: a request to an https registry that never
+            // got an answer is most often an untrusted certificate.
+            message.push_str("; if a private CA signed the registry's certificate, set SCHEMA_REGISTRY_CA_FILE to its PEM file");
         }
         SchemaError::Registry {
             url: self.url.clone(),
