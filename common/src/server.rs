@@ -113,6 +113,14 @@ impl Registrar {
         })
     }
 
+    /// Metrics of `<service>_` added to an existing registry (a second loop of one service).
+    pub fn on(registry: Registry, service: &str) -> Self {
+        Registrar {
+            registry,
+            prefix: format!("{service}_"),
+        }
+    }
+
     fn name(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }

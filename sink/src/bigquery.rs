@@ -3,12 +3,37 @@
 //!
 //! Every row carries `insertId` = transaction id, so BigQuery's best-effort dedup drops the copies
 //! a re-read batch sends again (the same guarantee ClickHouse gets from ReplacingMergeTree).
-//! Credentials: an OAuth access token from `GOOGLE_OAUTH_ACCESS_TOKEN` (e.g.
-//! `gcloud auth print-access-token`); the endpoint can point at an emulator.
+//! Credentials ([`BigQueryAuth`]): Google's usual chain through `gcp_auth` (a service-account
+//! JSON in `GOOGLE_APPLICATION_CREDENTIALS`, application-default credentials, the metadata server
+//! on GCP), whose tokens are refreshed before they expire; or a static token; or none for an
+//! emulator. BigQuery runs as its own consumer group (see `Destination`), so an outage here never
+//! holds back ClickHouse.
 
 use crate::rows::PredictionRow;
 use crate::SinkError;
 use serde_json::json;
+
+/// How the sink proves who it is to BigQuery.
+#[derive(Clone)]
+pub enum BigQueryAuth {
+    /// Google's credential chain: `GOOGLE_APPLICATION_CREDENTIALS` (service-account JSON),
+    /// application-default credentials, the GCP metadata server. Tokens refresh before expiry.
+    Google,
+    /// A fixed OAuth access token (`gcloud auth print-access-token`): it expires within the hour.
+    Token(String),
+    /// No credentials (an emulator).
+    None,
+}
+
+impl std::fmt::Debug for BigQueryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BigQueryAuth::Google => "Google credentials",
+            BigQueryAuth::Token(_) => "static token <redacted>",
+            BigQueryAuth::None => "none",
+        })
+    }
+}
 
 /// Where predictions go in BigQuery.
 #[derive(Debug, Clone)]
@@ -18,13 +43,22 @@ pub struct BigQueryConfig {
     pub project: String,
     pub dataset: String,
     pub table: String,
-    /// Bearer token; none for an emulator.
-    pub access_token: Option<String>,
+    pub auth: BigQueryAuth,
+}
+
+/// The scope a streaming insert needs.
+const SCOPE: &str = "https://www.googleapis.com/auth/bigquery.insertdata";
+
+enum Credentials {
+    Provider(std::sync::Arc<dyn gcp_auth::TokenProvider>),
+    Token(String),
+    None,
 }
 
 pub struct BigQuery {
     cfg: BigQueryConfig,
     http: reqwest::Client,
+    credentials: Credentials,
 }
 
 /// insertAll accepts at most 50,000 rows and 10 MB per request; a prediction is ~400 bytes of
@@ -32,11 +66,40 @@ pub struct BigQuery {
 const ROWS_PER_REQUEST: usize = 5_000;
 
 impl BigQuery {
-    pub fn new(cfg: BigQueryConfig) -> Self {
-        BigQuery {
+    /// Finds the credentials `cfg.auth` names; none found is an error that says where to put them.
+    pub async fn connect(cfg: BigQueryConfig) -> Result<Self, SinkError> {
+        let credentials = match &cfg.auth {
+            BigQueryAuth::Google => Credentials::Provider(gcp_auth::provider().await.map_err(|e| {
+                SinkError::BigQuery(format!(
+                    "no Google credentials ({e}): set GOOGLE_APPLICATION_CREDENTIALS to a service-account JSON file, \
+                     run `gcloud auth application-default login`, run on GCP, or pass GOOGLE_OAUTH_ACCESS_TOKEN"
+                ))
+            })?),
+            BigQueryAuth::Token(t) => Credentials::Token(t.clone()),
+            BigQueryAuth::None => Credentials::None,
+        };
+        Ok(BigQuery {
             cfg,
             http: reqwest::Client::new(),
-        }
+            credentials,
+        })
+    }
+
+    /// The bearer token for the next request (a cached one until shortly before it expires).
+    async fn token(&self) -> Result<Option<String>, SinkError> {
+        Ok(match &self.credentials {
+            Credentials::Provider(p) => Some(
+                p.token(&[SCOPE])
+                    .await
+                    .map_err(|e| {
+                        SinkError::BigQuery(format!("getting a Google access token: {e}"))
+                    })?
+                    .as_str()
+                    .to_string(),
+            ),
+            Credentials::Token(t) => Some(t.clone()),
+            Credentials::None => None,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -62,7 +125,7 @@ impl BigQuery {
     pub async fn insert_predictions(&self, rows: &[PredictionRow]) -> Result<(), SinkError> {
         for chunk in rows.chunks(ROWS_PER_REQUEST) {
             let mut req = self.http.post(self.url()).json(&Self::body(chunk));
-            if let Some(token) = &self.cfg.access_token {
+            if let Some(token) = self.token().await? {
                 req = req.bearer_auth(token);
             }
             let resp = req

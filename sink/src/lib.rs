@@ -80,8 +80,27 @@ pub struct SinkConfig {
     pub partitions: i32,
     /// Stop cleanly once this many rows were committed (benchmarks and tests).
     pub stop_after: Option<u64>,
+    /// Where the rows go. Each destination is its own consumer group with its own offsets.
+    pub destination: Destination,
+}
+
+/// Where one sink loop writes. `sink --bigquery` runs two loops, one per destination, each in its
+/// own consumer group (`<group>` and `<group>-bigquery`) committing its own offsets: a BigQuery
+/// outage or expired credential only holds back BigQuery, never ClickHouse.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// transactions, predictions and labels into ClickHouse; bad records to the dead-letter topic.
+    ClickHouse,
+    /// predictions only, into BigQuery (the ClickHouse loop dead-letters bad records).
     #[cfg(feature = "bigquery")]
-    pub bigquery: Option<bigquery::BigQueryConfig>,
+    BigQuery(bigquery::BigQueryConfig),
+}
+
+/// The writing end of a [`Destination`].
+enum Target {
+    ClickHouse(clickhouse::Client),
+    #[cfg(feature = "bigquery")]
+    BigQuery(bigquery::BigQuery),
 }
 
 /// Counts of one run.
@@ -160,14 +179,12 @@ struct Sink {
 /// Writes batches: ClickHouse (and BigQuery), then the DLQ, then the Kafka offsets.
 struct Writer {
     cfg: SinkConfig,
-    client: clickhouse::Client,
+    target: Target,
     consumer: Arc<StreamConsumer>,
     dlq: FutureProducer,
     metrics: Arc<SinkMetrics>,
     health: Arc<Health>,
     stop: watch::Receiver<bool>,
-    #[cfg(feature = "bigquery")]
-    bigquery: Option<bigquery::BigQuery>,
 }
 
 /// Applies the ClickHouse migrations, then consumes until `stop` turns true (flushing and
@@ -178,8 +195,23 @@ pub async fn run(
     health: Arc<Health>,
     stop: watch::Receiver<bool>,
 ) -> Result<SinkSummary, SinkError> {
-    health.set_unready("applying ClickHouse migrations");
-    migrate_with_retry(&cfg.clickhouse, &health, &metrics, stop.clone()).await?;
+    let (target, topics) = match &cfg.destination {
+        Destination::ClickHouse => {
+            health.set_unready("applying ClickHouse migrations");
+            migrate_with_retry(&cfg.clickhouse, &health, &metrics, stop.clone()).await?;
+            let topics = vec![
+                cfg.transactions_topic.as_str(),
+                cfg.predictions_topic.as_str(),
+                cfg.labels_topic.as_str(),
+            ];
+            (Target::ClickHouse(cfg.clickhouse.client()), topics)
+        }
+        #[cfg(feature = "bigquery")]
+        Destination::BigQuery(bq) => (
+            Target::BigQuery(bigquery::BigQuery::connect(bq.clone()).await?),
+            vec![cfg.predictions_topic.as_str()],
+        ),
+    };
     // The inputs too: a consumer subscribed to a topic that does not exist yet only notices it
     // at the next metadata refresh (minutes), so a sink started before the producer would idle.
     ensure_topics(
@@ -199,24 +231,18 @@ pub async fn run(
             .set("group.id", &cfg.group)
             .create()?,
     );
-    consumer.subscribe(&[
-        &cfg.transactions_topic,
-        &cfg.predictions_topic,
-        &cfg.labels_topic,
-    ])?;
+    consumer.subscribe(&topics)?;
     let dlq: FutureProducer = cfg
         .kafka
         .client_config_with(&[("enable.idempotence", "true"), ("linger.ms", "5")])?
         .create()?;
     let writer = Arc::new(Writer {
-        client: cfg.clickhouse.client(),
+        target,
         consumer: consumer.clone(),
         dlq,
         metrics: metrics.clone(),
         health: health.clone(),
         stop: stop.clone(),
-        #[cfg(feature = "bigquery")]
-        bigquery: cfg.bigquery.clone().map(bigquery::BigQuery::new),
         cfg: cfg.clone(),
     });
     health.set_ready("consuming");
@@ -433,30 +459,39 @@ async fn decode<T: fraudstream_schemas::AvroRecord>(
     .map_err(|e| e.to_string())
 }
 
+/// One batch into ClickHouse's three tables.
+async fn insert_clickhouse(client: &clickhouse::Client, batch: &Batch) -> Result<(), SinkError> {
+    insert_rows(client, "transactions", &batch.transactions).await?;
+    insert_rows(client, "predictions", &batch.predictions).await?;
+    insert_rows(client, "labels", &batch.labels).await
+}
+
 impl Writer {
     /// Inserts the batch (retrying until it succeeds or the sink stops), dead-letters its bad
     /// records, then commits its offsets. Returns the rows inserted.
     #[tracing::instrument(name = "write_batch", skip_all, fields(rows = batch.rows()))]
     async fn write(&self, batch: Batch) -> Result<u64, SinkError> {
         let started = Instant::now();
-        // Each destination is retried on its own: a BigQuery outage does not re-insert into
-        // ClickHouse (harmless, deduplicated, but wasted work).
-        self.until_ok("ClickHouse", batch.rows(), || {
-            self.insert_clickhouse(&batch)
-        })
-        .await?;
-        self.metrics.clickhouse_up.set(1);
-        #[cfg(feature = "bigquery")]
-        if let Some(bq) = &self.bigquery {
-            self.until_ok("BigQuery", batch.predictions.len(), || {
-                bq.insert_predictions(&batch.predictions)
-            })
-            .await?;
+        match &self.target {
+            Target::ClickHouse(client) => {
+                self.until_ok("ClickHouse", batch.rows(), || {
+                    insert_clickhouse(client, &batch)
+                })
+                .await?;
+                self.metrics.clickhouse_up.set(1);
+                self.send_dead_letters(&batch.dead_letters).await?;
+            }
+            #[cfg(feature = "bigquery")]
+            Target::BigQuery(bq) => {
+                self.until_ok("BigQuery", batch.predictions.len(), || {
+                    bq.insert_predictions(&batch.predictions)
+                })
+                .await?;
+            }
         }
         self.metrics
             .insert_seconds
             .observe(started.elapsed().as_secs_f64());
-        self.send_dead_letters(&batch.dead_letters).await?;
         self.commit(&batch.offsets).await;
         let rows = batch.rows() as u64;
         self.metrics.batches.inc();
@@ -512,12 +547,6 @@ impl Writer {
                 }
             }
         }
-    }
-
-    async fn insert_clickhouse(&self, batch: &Batch) -> Result<(), SinkError> {
-        insert_rows(&self.client, "transactions", &batch.transactions).await?;
-        insert_rows(&self.client, "predictions", &batch.predictions).await?;
-        insert_rows(&self.client, "labels", &batch.labels).await
     }
 
     async fn send_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), SinkError> {

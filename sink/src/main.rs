@@ -6,7 +6,7 @@ use fraudstream_common::server::{self, Health};
 use fraudstream_common::telemetry::{self, TelemetryArgs};
 use fraudstream_schemas::topics;
 use sink::metrics::SinkMetrics;
-use sink::{run, SinkConfig};
+use sink::{run, Destination, SinkConfig};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// acknowledged the rows; while ClickHouse is down the sink retries and waits, dropping nothing.
 /// Run several instances to share the partitions (consumer group --group).
 #[derive(Parser)]
-#[command(version, about)]
+// A flag given twice takes the last value (a wrapper script adding to a base command line).
+#[command(version, about, args_override_self = true)]
 struct Cli {
     #[command(flatten)]
     kafka: KafkaArgs,
@@ -92,9 +93,37 @@ struct BigQueryArgs {
         default_value = "https://bigquery.googleapis.com"
     )]
     bigquery_endpoint: String,
-    /// OAuth access token (e.g. from `gcloud auth print-access-token`).
+    /// A fixed OAuth access token (`gcloud auth print-access-token`; it expires within the
+    /// hour). Without it, Google's credential chain: GOOGLE_APPLICATION_CREDENTIALS (a
+    /// service-account JSON file), application-default credentials, the GCP metadata server;
+    /// those tokens are refreshed before they expire.
     #[arg(long, env = "GOOGLE_OAUTH_ACCESS_TOKEN", hide_env_values = true)]
     bigquery_token: Option<String>,
+    /// Send no credentials (a BigQuery emulator).
+    #[arg(long, env = "BIGQUERY_NO_AUTH", conflicts_with = "bigquery_token")]
+    bigquery_no_auth: bool,
+}
+
+#[cfg(feature = "bigquery")]
+impl BigQueryArgs {
+    /// The BigQuery loop's destination, when --bigquery is on.
+    fn destination(self) -> Option<Destination> {
+        use sink::bigquery::{BigQueryAuth, BigQueryConfig};
+        let auth = match (self.bigquery_token, self.bigquery_no_auth) {
+            (Some(token), _) => BigQueryAuth::Token(token),
+            (None, true) => BigQueryAuth::None,
+            (None, false) => BigQueryAuth::Google,
+        };
+        self.bigquery.then(|| {
+            Destination::BigQuery(BigQueryConfig {
+                endpoint: self.bigquery_endpoint,
+                project: self.bigquery_project.unwrap_or_default(),
+                dataset: self.bigquery_dataset,
+                table: self.bigquery_table,
+                auth,
+            })
+        })
+    }
 }
 
 #[tokio::main]
@@ -125,19 +154,31 @@ async fn main() -> Result<()> {
         max_backoff: Duration::from_millis(cli.max_backoff_ms),
         partitions: cli.partitions,
         stop_after: cli.stop_after,
-        #[cfg(feature = "bigquery")]
-        bigquery: cli
-            .bigquery
-            .bigquery
-            .then(|| sink::bigquery::BigQueryConfig {
-                endpoint: cli.bigquery.bigquery_endpoint,
-                project: cli.bigquery.bigquery_project.unwrap_or_default(),
-                dataset: cli.bigquery.bigquery_dataset,
-                table: cli.bigquery.bigquery_table,
-                access_token: cli.bigquery.bigquery_token,
-            }),
+        destination: Destination::ClickHouse,
     };
+    // BigQuery, when on, is a second loop in its own consumer group with its own offsets.
+    #[cfg(feature = "bigquery")]
+    let bigquery_loop = cli.bigquery.destination().map(|destination| {
+        let bq_cfg = SinkConfig {
+            group: format!("{}-bigquery", cfg.group),
+            destination,
+            ..cfg.clone()
+        };
+        let bq_metrics = metrics.alongside("sink_bigquery").map(Arc::new);
+        let (bq_health, bq_stop) = (Health::new(), stop.clone());
+        tokio::spawn(async move {
+            match run(bq_cfg, bq_metrics?, bq_health, bq_stop).await {
+                Ok(s) => tracing::info!(rows = s.rows, "BigQuery loop stopped"),
+                Err(e) => tracing::error!(error = %e, "BigQuery loop stopped; ClickHouse goes on"),
+            }
+            Ok::<_, fraudstream_common::CommonError>(())
+        })
+    });
     let summary = run(cfg, metrics, health, stop).await?;
+    #[cfg(feature = "bigquery")]
+    if let Some(handle) = bigquery_loop {
+        handle.await??;
+    }
     println!(
         "landed {} rows in {} batches in {:.2}s ({:.0} rows/s); {} dead letters, {} insert retries",
         summary.rows,

@@ -18,8 +18,18 @@ pub struct SinkMetrics {
 }
 
 impl SinkMetrics {
+    /// The ClickHouse loop's metrics (`sink_*`) in a registry of their own.
     pub fn new() -> Result<Self, fraudstream_common::CommonError> {
-        let r = Registrar::new("sink")?;
+        Self::register(Registrar::new("sink")?)
+    }
+
+    /// Another loop's metrics in the same registry under `<prefix>_*` (`sink_bigquery_*`), so one
+    /// /metrics shows both destinations.
+    pub fn alongside(&self, prefix: &str) -> Result<Self, fraudstream_common::CommonError> {
+        Self::register(Registrar::on(self.registry.clone(), prefix))
+    }
+
+    fn register(r: Registrar) -> Result<Self, fraudstream_common::CommonError> {
         Ok(SinkMetrics {
             records_in: r.counter_vec("records_in_total", "Records read, by topic", &["topic"])?,
             rows_inserted: r.counter_vec(

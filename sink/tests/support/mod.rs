@@ -138,7 +138,19 @@ fn send(
 
 /// The sink binary on the test's topics and database.
 pub fn sink(kafka: &KafkaArgs, ch: &ClickHouseArgs, n: &Names, extra: &[&str]) -> Process {
+    sink_with_env(kafka, ch, n, extra, &[])
+}
+
+/// [`sink`] with extra environment variables.
+pub fn sink_with_env(
+    kafka: &KafkaArgs,
+    ch: &ClickHouseArgs,
+    n: &Names,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Process {
     Command::new(env!("CARGO_BIN_EXE_sink"))
+        .envs(env.iter().copied())
         .args(service_args(kafka, Some(ch)))
         .args([
             "--transactions-topic",
