@@ -239,11 +239,12 @@ async fn a_bigquery_outage_never_holds_back_clickhouse() {
     )
     .await;
     terminate(child);
-    let f = state.lock().unwrap();
-    assert_eq!(f.ids.len() as u64, N);
-    assert!(f.ids.values().all(|n| *n == 1), "each row accepted once");
-    assert_eq!(f.tokens.keys().collect::<Vec<_>>(), ["Bearer static-token"]);
-    drop(f);
+    {
+        let f = state.lock().unwrap();
+        assert_eq!(f.ids.len() as u64, N);
+        assert!(f.ids.values().all(|n| *n == 1), "each row accepted once");
+        assert_eq!(f.tokens.keys().collect::<Vec<_>>(), ["Bearer static-token"]);
+    }
     drop_database(&ch).await;
 }
 
@@ -324,17 +325,18 @@ async fn a_service_account_file_gets_and_renews_tokens() {
     )
     .await;
     terminate(child);
-    let f = state.lock().unwrap();
-    assert!(
-        f.token_grants.len() >= 2 && f.token_grants.iter().all(|g| g.contains("jwt-bearer")),
-        "JWT-bearer grants: {:?}",
-        f.token_grants
-    );
-    assert!(
-        f.tokens.keys().all(|t| t.starts_with("Bearer sa-token-")) && f.tokens.len() >= 2,
-        "inserts carried the account's tokens, renewed: {:?}",
-        f.tokens
-    );
-    drop(f);
+    {
+        let f = state.lock().unwrap();
+        assert!(
+            f.token_grants.len() >= 2 && f.token_grants.iter().all(|g| g.contains("jwt-bearer")),
+            "JWT-bearer grants: {:?}",
+            f.token_grants
+        );
+        assert!(
+            f.tokens.keys().all(|t| t.starts_with("Bearer sa-token-")) && f.tokens.len() >= 2,
+            "inserts carried the account's tokens, renewed: {:?}",
+            f.tokens
+        );
+    }
     drop_database(&ch).await;
 }
