@@ -173,3 +173,6 @@ mkdir -p bench/results
   echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
   echo "| $(stage_us decode) µs | $(stage_us features) µs | $(stage_us predict) µs | $(stage_us reasons) µs | $(stage_us encode) µs | $(stage_us total) µs | $(stage_us lightgbm-predict) µs | $(stage_us lightgbm-reasons) µs |"
 } | tee bench/results/latest.md
+
+# What TLS and passwords cost, side by side (bench/results/tls.md).
+RUNS="$RUNS" scripts/bench-tls.sh
