@@ -69,10 +69,7 @@ start_registry() {
   if pid_alive registry; then return; fi
   port_open "$REGISTRY_PORT" && die "port $REGISTRY_PORT is taken by another process; set FS_REGISTRY_PORT"
   log "starting Apicurio Registry $APICURIO_VERSION on 127.0.0.1:$REGISTRY_PORT"
-  # In-memory storage (H2): the registry forgets schemas on restart, and clients re-register.
-  QUARKUS_HTTP_PORT="$REGISTRY_PORT" QUARKUS_HTTP_HOST=127.0.0.1 \
-    nohup java -Xmx512m -jar "$APICURIO_HOME"/apicurio-registry-app-*-runner.jar \
-    >"$FS_RUN/registry.log" 2>&1 </dev/null &
+  nohup "$here/registry.sh" "$REGISTRY_PORT" "$FS_RUN/registry" >"$FS_RUN/registry.log" 2>&1 </dev/null &
   echo $! >"$FS_RUN/registry.pid"
 }
 
