@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -228,11 +227,7 @@ def main():
         log(f"every service stopped cleanly; compose run passed in {time.time() - started:.0f}s")
         ok = True
     finally:
-        run.clean_up()
-        if ok and not args.keep_logs:
-            shutil.rmtree(run.data, ignore_errors=True)
-        elif not ok:
-            log(f"logs kept in {procs.logs}")
+        fsrun.finish(ok, run.clean_up, run.data, procs.logs, args.keep_logs)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 project's binaries as processes with their own logs, health checks, clean stops, and queries to
 ClickHouse over http or https."""
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -166,3 +167,12 @@ class Processes:
 def delete_topics(pattern):
     subprocess.run([os.path.join(REPO, "deploy/local/kafka-topics.sh"), "--delete", "--topic", pattern],
                    capture_output=True)
+
+
+def finish(ok, clean_up, data, logs, keep_logs):
+    """After a run: stop and delete what it made; keep its logs when it failed or when asked."""
+    clean_up()
+    if ok and not keep_logs:
+        shutil.rmtree(data, ignore_errors=True)
+    elif not ok:
+        log(f"logs kept in {logs}")

@@ -17,7 +17,6 @@ Usage: scripts/secure-run.py [--keep-logs DIR]
 """
 import argparse
 import os
-import shutil
 import tempfile
 import time
 
@@ -209,11 +208,7 @@ def main():
         log(f"secure run passed in {time.time() - started:.0f}s")
         ok = True
     finally:
-        run.clean_up()
-        if ok and not args.keep_logs:
-            shutil.rmtree(run.data, ignore_errors=True)
-        elif not ok:
-            log(f"logs kept in {run.procs.logs}")
+        fsrun.finish(ok, run.clean_up, run.data, run.procs.logs, args.keep_logs)
 
 
 if __name__ == "__main__":
