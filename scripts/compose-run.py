@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -44,6 +45,8 @@ def load_project():
     """The compose file as the compose-spec loader resolves it (or its error)."""
     exe = os.path.join(TARGET, "compose-check")
     src = os.path.join(REPO, "deploy/compose-check")
+    if not shutil.which("go"):
+        fail("Go is not on the PATH: the compose check needs Go >= 1.24 (the Makefile adds /usr/local/go/bin)")
     subprocess.run(["go", "build", "-o", exe, "."], cwd=src, check=True)
     out = subprocess.run([exe, "-f", os.path.join(REPO, "docker-compose.yml")],
                          capture_output=True, text=True)
