@@ -149,3 +149,58 @@ impl Drop for Process {
         }
     }
 }
+
+/// A schema registry of the test's own on `port`, its schemas stored under `dir`
+/// (`deploy/local/registry.sh`, as `make services` runs it), ready when this returns. Killed
+/// when dropped; start it again on the same `dir` and it knows every schema and id it gave out.
+pub async fn start_registry(port: u16, dir: &std::path::Path) -> Process {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/registry.sh");
+    let child: Process = std::process::Command::new(script)
+        .arg(port.to_string())
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting deploy/local/registry.sh")
+        .into();
+    let started = std::time::Instant::now();
+    while !registry_answers(port) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the registry on port {port} did not start in 120 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    child
+}
+
+/// Whether the registry on `port` answers a subjects listing with 200.
+fn registry_answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let request = "GET /apis/ccompat/v7/subjects HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    let mut head = [0u8; 12];
+    s.write_all(request.as_bytes()).is_ok()
+        && s.read_exact(&mut head).is_ok()
+        && head.ends_with(b"200")
+}
+
+/// Stops a process with SIGTERM and waits for it (a clean stop, as `make services-down` does).
+pub fn terminate_and_wait(p: &mut Process) {
+    let _ = std::process::Command::new("kill")
+        .arg(p.id().to_string())
+        .status();
+    let _ = p.wait();
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

@@ -91,6 +91,19 @@ pub enum SchemaError {
     },
 }
 
+impl SchemaError {
+    /// True when the registry could not answer (unreachable, timed out, 5xx): a retry can succeed,
+    /// so the record must wait, not be dead-lettered. A 404 for an id is the record's own fault.
+    pub fn is_registry_unavailable(&self) -> bool {
+        match self {
+            SchemaError::Registry { message, .. } => {
+                message.contains("retriable: true") || message.contains("status 5")
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A writer schema fetched by id, with its fingerprint: equal to one of our types' means that
 /// type reads it without resolution.
 struct WriterSchema {

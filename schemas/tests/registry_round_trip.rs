@@ -1,7 +1,9 @@
 //! Each schema through the real registry and a real topic: encode → produce → consume → decode.
 
 use fraudstream_common::kafka::{ensure_topics, TopicSpec};
-use fraudstream_common::testing::{local_kafka, read_topic, unique_name};
+use fraudstream_common::testing::{
+    free_port, local_kafka, read_topic, start_registry, terminate_and_wait, unique_name,
+};
 use fraudstream_schemas::*;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
@@ -144,44 +146,12 @@ async fn unreachable_registry_is_a_clear_error() {
     );
 }
 
-/// A registry of this test's own, on `port`, storing its schemas under `dir` (deploy/local's
-/// script, as `make services` runs it). Killed when dropped.
-async fn start_registry(port: u16, dir: &std::path::Path) -> fraudstream_common::testing::Process {
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/registry.sh");
-    let child: fraudstream_common::testing::Process = std::process::Command::new(script)
-        .arg(port.to_string())
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
-        .into();
-    let url = format!("http://127.0.0.1:{port}/apis/ccompat/v7/subjects");
-    let started = std::time::Instant::now();
-    while !reqwest::get(&url)
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "registry on {port} did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    child
-}
-
 /// Records in Kafka carry schema ids: a restarted registry must still answer for every id it
 /// gave out, with the same schema (in memory, it forgot them and gave id 1 to another schema).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_registry_keeps_every_schema_id() {
     let dir = std::env::temp_dir().join(unique_name("registry_restart"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}/apis/ccompat/v7");
     let label = Label {
         transaction_id: "tx-1".into(),
@@ -194,12 +164,7 @@ async fn a_restarted_registry_keeps_every_schema_id() {
     let label_id = codec.schema_id::<Label>("restart-labels").await.unwrap();
     assert_ne!(tx_id, label_id);
     let payload = Codec::encode_with_id(label_id, &label).unwrap();
-    // A clean stop, as `make services-down` does it.
-    std::process::Command::new("kill")
-        .arg(registry.id().to_string())
-        .status()
-        .unwrap();
-    registry.wait().unwrap();
+    terminate_and_wait(&mut registry);
 
     let _registry = start_registry(port, &dir).await;
     let fresh = Codec::new(&url);

@@ -340,29 +340,41 @@ impl Sink {
     /// Decodes one record into the batch (or the batch's dead letters).
     async fn add(&mut self, m: &BorrowedMessage<'_>) {
         self.first_record.get_or_insert_with(Instant::now);
+        let payload = m.payload().unwrap_or_default();
+        let topic = m.topic();
+        // Decoded before the record joins the batch: while the registry is unavailable the
+        // record waits here (and a stop leaves it uncommitted, to be read again).
+        let decoded = if payload.is_empty() {
+            Err("empty payload (tombstone)".to_string())
+        } else if topic == self.cfg.predictions_topic {
+            self.decode_waiting::<Prediction>(payload)
+                .await
+                .map(Decoded::Prediction)
+        } else if topic == self.cfg.transactions_topic {
+            self.decode_waiting::<Transaction>(payload)
+                .await
+                .map(Decoded::Transaction)
+        } else {
+            self.decode_waiting::<Label>(payload)
+                .await
+                .map(Decoded::Label)
+        };
+        if matches!(decoded, Err(ref r) if r == STOPPED) {
+            return;
+        }
         let b = &mut self.batch;
         b.started.get_or_insert_with(Instant::now);
         b.offsets
             .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
-        let payload = m.payload().unwrap_or_default();
         b.bytes += payload.len();
-        let topic = m.topic();
-        let result = if payload.is_empty() {
-            Err("empty payload (tombstone)".to_string())
-        } else if topic == self.cfg.predictions_topic {
-            decode::<Prediction>(&self.codec, payload)
-                .await
-                .map(|p| b.predictions.push(PredictionRow::from(p)))
-        } else if topic == self.cfg.transactions_topic {
-            decode::<Transaction>(&self.codec, payload).await.map(|t| {
+        let result = decoded.map(|d| match d {
+            Decoded::Prediction(p) => b.predictions.push(PredictionRow::from(p)),
+            Decoded::Transaction(t) => {
                 b.transactions
                     .push(TransactionRow::new(t, m.partition(), m.offset()))
-            })
-        } else {
-            decode::<Label>(&self.codec, payload)
-                .await
-                .map(|l| b.labels.push(LabelRow::from(l)))
-        };
+            }
+            Decoded::Label(l) => b.labels.push(LabelRow::from(l)),
+        });
         self.metrics.records_in.with_label_values(&[topic]).inc();
         if let Err(reason) = result {
             tracing::warn!(topic, partition = m.partition(), offset = m.offset(), %reason, "undecodable record to the DLQ");
@@ -451,12 +463,61 @@ impl Sink {
 async fn decode<T: fraudstream_schemas::AvroRecord>(
     codec: &Codec,
     payload: &[u8],
-) -> Result<T, String> {
+) -> Result<T, SchemaError> {
     match codec.decode_cached(payload) {
         Some(r) => r,
         None => codec.decode(payload).await,
     }
-    .map_err(|e| e.to_string())
+}
+
+/// A record decoded for one of the three tables.
+enum Decoded {
+    Prediction(Prediction),
+    Transaction(Transaction),
+    Label(Label),
+}
+
+/// The reason [`Sink::decode_waiting`] gives when the sink stopped during a registry outage.
+const STOPPED: &str = "stopped while the schema registry was unavailable";
+
+impl Sink {
+    /// Decodes `payload`; while the registry cannot answer, waits and retries with backoff (one
+    /// log line per outage, `sink_registry_up` 0, /health unready) instead of dead-lettering a
+    /// record that has nothing wrong with it. Any other failure is the record's: its reason.
+    async fn decode_waiting<T: fraudstream_schemas::AvroRecord>(
+        &self,
+        payload: &[u8],
+    ) -> Result<T, String> {
+        let mut backoff = Duration::from_millis(250);
+        let mut outage = false;
+        loop {
+            match decode::<T>(&self.codec, payload).await {
+                Err(e) if e.is_registry_unavailable() => {
+                    if !outage {
+                        outage = true;
+                        self.metrics.registry_up.set(0);
+                        self.writer
+                            .health
+                            .set_unready(format!("schema registry unavailable: {e}"));
+                        tracing::warn!(error = %e, "schema registry unavailable; records wait (none is dead-lettered for it)");
+                    }
+                    if *self.writer.stop.borrow() {
+                        return Err(STOPPED.into());
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.cfg.max_backoff);
+                }
+                result => {
+                    if outage {
+                        self.metrics.registry_up.set(1);
+                        self.writer.health.set_ready("consuming");
+                        tracing::info!("schema registry answers again");
+                    }
+                    return result.map_err(|e| e.to_string());
+                }
+            }
+        }
+    }
 }
 
 /// One batch into ClickHouse's three tables.

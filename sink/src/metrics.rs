@@ -13,6 +13,7 @@ pub struct SinkMetrics {
     pub commit_failures: IntCounter,
     pub insert_seconds: Histogram,
     pub clickhouse_up: IntGauge,
+    pub registry_up: IntGauge,
     pub paused: IntGauge,
     pub consumer_lag: IntGaugeVec,
 }
@@ -58,6 +59,14 @@ impl SinkMetrics {
                 16,
             )?,
             clickhouse_up: r.gauge("clickhouse_up", "1 when the last insert succeeded")?,
+            registry_up: {
+                let g = r.gauge(
+                    "registry_up",
+                    "0 while the schema registry cannot answer (records wait, none is dead-lettered)",
+                )?;
+                g.set(1);
+                g
+            },
             paused: r.gauge(
                 "paused",
                 "1 while fetching is paused, waiting for a batch to be written",
