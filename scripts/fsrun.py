@@ -84,6 +84,17 @@ class ClickHouse:
             return (0, 0, 0)
 
 
+def wait_or_kill(proc, timeout):
+    """Waits for `proc` to end; after `timeout` seconds kills it. True when it ended by itself."""
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+
+
 class Processes:
     """The services of one run, each with a log file; every one is killed at the end."""
 
@@ -104,11 +115,7 @@ class Processes:
         """Runs a one-shot to its end: (exit code, output)."""
         self.start(key, argv, env, cwd)
         proc = self.procs.pop(key)[0]
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if not wait_or_kill(proc, timeout):
             fail(f"{key} did not finish within {timeout}s:\n{self.tail(key)}")
         return proc.returncode, self.tail(key, 400)
 
@@ -143,11 +150,7 @@ class Processes:
         proc, _ = self.procs[key]
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            if not wait_or_kill(proc, timeout):
                 fail(f"{key} did not stop within {timeout}s of SIGTERM")
         return proc.returncode
 
