@@ -8,6 +8,7 @@
 #   FAULTS_OUT     where the table is written too (default bench/results/faults.md)
 #   FAULTS_LOG     the services' RUST_LOG (default error; e.g. info,librdkafka=warn to see why)
 #   FAULTS_SCORER_ARGS  extra scorer flags, e.g. "-X transaction.timeout.ms=10000"
+#   FAULTS_KEEP_LOGS    set to keep the services' logs of a passing run too
 # Prints a markdown table and exits non-zero on any loss, duplicate or unexpected DLQ count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ cleanup() {
     curl -sf "$CH/" --data-binary "DROP DATABASE $db" >/dev/null 2>&1 || true
   done
   # A failed run (or one stopped by an error) keeps its services' logs for a look.
-  if [ "${failed:-0}" -gt 0 ] || [ "$rc" -ne 0 ]; then echo "faults: logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
+  if [ "${failed:-0}" -gt 0 ] || [ "$rc" -ne 0 ] || [ -n "${FAULTS_KEEP_LOGS:-}" ]; then echo "faults: logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 log() { echo "  $*" >&2; }
@@ -76,18 +77,35 @@ restart_kafka() {
   kill -KILL "$(cat "$FS_RUN/kafka.pid")"; sleep 5
   restart_services
 }
+kill_registry() {
+  local pid; pid=$(cat "$FS_RUN/registry.pid")
+  kill -KILL "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+}
+# A deploy or a crash: a graceful stop (SIGTERM) or a SIGKILL, then the same instance again.
+restart_scorer() { # $1 = instance number, $2 = signal
+  local pid; pid=$(eval echo "\$SCORER_$1")
+  kill -"$2" "$pid"; wait "$pid" 2>/dev/null || true
+  start_scorer "$1"
+}
+restart_sink() { # $1 = signal
+  kill -"$1" "$SINK"; wait "$SINK" 2>/dev/null || true
+  start_sink
+}
 restart_clickhouse_after() { # $1 = seconds down
   kill -KILL "$(cat "$FS_RUN/clickhouse.pid")"; sleep "$1"
   restart_services
 }
 
 results=()
-scenario() { # $1 = name, $2 = fault function
+REGISTRY_DIRECT="$SCHEMA_REGISTRY_URL"
+scenario() { # $1 = name, $2 = fault function, $3 = set-up before the services start (optional)
   NAME=$1; P="faults-$NAME-$ID"; DB="faults_${NAME//-/_}_$ID"
   local started; started=$(date +%s)
   for t in tx pred alerts dlq labels; do
     deploy/local/kafka-topics.sh --create --topic "$P-$t" --partitions 6 >/dev/null 2>&1 || true
   done
+  "${3:-:}"
   start_sink; start_scorer 1; start_scorer 2
   sleep 3
   "$BIN/producer" publish --input "$WORK/stream.csv" --transactions-topic "$P-tx" --labels-topic "$P-labels" \
@@ -102,12 +120,17 @@ scenario() { # $1 = name, $2 = fault function
   local landed_n; landed_n=$(landed)
   read -r records distinct <<<"$("$TOOLS" count "$P-pred")"
   read -r dlq _ <<<"$("$TOOLS" count "$P-dlq")"
+  read -r sink_dlq _ <<<"$("$TOOLS" count "$P-sink-dlq")"
   for p in ${SCORER_1:-} ${SCORER_2:-} ${SCORER_3:-} $SINK; do kill -TERM "$p" 2>/dev/null || true; done
   for p in ${SCORER_1:-} ${SCORER_2:-} ${SCORER_3:-} $SINK; do wait "$p" 2>/dev/null || true; done
   unset SCORER_3
+  if [ -n "${SLOW_PROXY:-}" ]; then kill -TERM "$SLOW_PROXY"; wait "$SLOW_PROXY" 2>/dev/null || true; unset SLOW_PROXY; fi
+  export SCHEMA_REGISTRY_URL="$REGISTRY_DIRECT"
   local dups=$((records - distinct)) lost=$((EXPECTED - landed_n))
-  [ "$dups" -eq 0 ] && [ "$lost" -eq 0 ] && [ "$dlq" -eq "$DLQ_EXPECTED" ] || ok=false
-  results+=("| $NAME | $EXPECTED | $landed_n | $dups | $lost | $dlq | $(($(date +%s) - started)) s | $($ok && echo ok || echo FAIL) |")
+  # Bad records on the transactions topic go to both dead-letter topics: the scorer's and the
+  # sink's (it lands transactions too).
+  [ "$dups" -eq 0 ] && [ "$lost" -eq 0 ] && [ "$dlq" -eq "$DLQ_EXPECTED" ] && [ "$sink_dlq" -eq "$DLQ_EXPECTED" ] || ok=false
+  results+=("| $NAME | $EXPECTED | $landed_n | $dups | $lost | $dlq / $sink_dlq | $(($(date +%s) - started)) s | $($ok && echo ok || echo FAIL) |")
   log "${results[-1]} (predictions topic: $distinct distinct of $records)"
 }
 
@@ -129,8 +152,31 @@ fault_schema_evolution() {
   "$TOOLS" evolved "$P-tx" "$WORK/stream.csv" 5000 "$P-evolved" >/dev/null
   EXPECTED=$((N + 5000))
 }
+# The registry killed and started again (same data), then every scorer and the sink restarted
+# as a deploy would: the new processes fetch by id the schemas the records in Kafka carry.
+fault_registry_restart() {
+  at_third; kill_registry; restart_services
+  restart_scorer 1 TERM; restart_scorer 2 KILL; restart_sink TERM
+}
+# The registry down for 30 s while a scorer and the sink start (a crash during an outage): they
+# wait for it; the other scorer goes on with the schemas it has.
+fault_registry_down() {
+  at_third; kill_registry
+  restart_scorer 1 KILL; restart_sink KILL
+  sleep 30; restart_services
+}
+# Every service talks to a registry that takes 3 s per answer; a scorer and the sink are
+# restarted mid-stream, so they fetch everything again through it.
+slow_registry() {
+  local port; port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  scripts/slow-proxy.py --port "$port" --target "http://127.0.0.1:$REGISTRY_PORT" --delay 3 >"$WORK/$NAME-proxy.log" 2>&1 &
+  SLOW_PROXY=$!; pids+=($SLOW_PROXY)
+  until grep -q listening "$WORK/$NAME-proxy.log"; do sleep 0.1; done
+  export SCHEMA_REGISTRY_URL="http://127.0.0.1:$port/apis/ccompat/v7"
+}
+fault_registry_slow() { at_third; restart_scorer 1 KILL; restart_sink KILL; }
 
-ALL="baseline scorer-sigkill scorer-added sink-sigkill clickhouse-down-20s broker-restart malformed-1pct corrupt-model schema-evolution"
+ALL="baseline scorer-sigkill scorer-added sink-sigkill clickhouse-down-20s broker-restart malformed-1pct corrupt-model schema-evolution registry-restart registry-down-30s registry-slow"
 for s in ${FAULTS_ONLY:-$ALL}; do
   case $s in
     baseline) scenario "$s" fault_none ;;
@@ -142,6 +188,9 @@ for s in ${FAULTS_ONLY:-$ALL}; do
     malformed-1pct) scenario "$s" fault_malformed ;;
     corrupt-model) scenario "$s" fault_corrupt_model ;;
     schema-evolution) scenario "$s" fault_schema_evolution ;;
+    registry-restart) scenario "$s" fault_registry_restart ;;
+    registry-down-30s) scenario "$s" fault_registry_down ;;
+    registry-slow) scenario "$s" fault_registry_slow slow_registry ;;
     *) echo "unknown scenario $s (known: $ALL)" >&2; exit 2 ;;
   esac
 done
@@ -151,7 +200,7 @@ mkdir -p "$(dirname "$OUT")"
 {
   echo "## fraudstream faults — $(date -u +%Y-%m-%dT%H:%MZ), $N transactions per scenario at $RATE tx/s"
   echo
-  echo "| scenario | produced | landed (ClickHouse, FINAL) | duplicates (committed topic) | lost | DLQ | time | |"
+  echo "| scenario | produced | landed (ClickHouse, FINAL) | duplicates (committed topic) | lost | DLQ (scorer / sink) | time | |"
   echo "|---|---:|---:|---:|---:|---:|---:|---|"
   printf '%s\n' "${results[@]}"
 } | tee "$OUT"

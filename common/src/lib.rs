@@ -10,6 +10,7 @@ pub mod forest;
 pub mod kafka;
 #[cfg(feature = "model")]
 pub mod model;
+pub mod registry_wait;
 pub mod server;
 pub mod telemetry;
 pub mod testing;

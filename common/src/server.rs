@@ -35,6 +35,11 @@ impl Health {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
+
+    /// What `/health` says after "ok:" or "not ready:".
+    pub fn detail(&self) -> String {
+        self.detail.lock().unwrap().clone()
+    }
 }
 
 #[derive(Clone)]
@@ -86,7 +91,7 @@ async fn metrics(State(state): State<AppState>) -> (StatusCode, String) {
 }
 
 async fn health_check(State(state): State<AppState>) -> (StatusCode, String) {
-    let detail = state.health.detail.lock().unwrap().clone();
+    let detail = state.health.detail();
     if state.health.is_ready() {
         (StatusCode::OK, format!("ok: {detail}\n"))
     } else {

@@ -134,7 +134,11 @@ impl Codec {
         if let Some(user) = &cfg.user {
             builder.set_basic_authorization(user, cfg.password.as_deref());
         }
-        let mut client = reqwest::Client::builder();
+        // Bounded, so a registry that hangs is an outage to wait out (and retry), not a
+        // consumer stuck for ever on one request. Seconds-slow answers still get through.
+        let mut client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(30));
         if let Some(path) = &cfg.ca_file {
             let ca_error = |reason: String| SchemaError::CaFile {
                 path: path.display().to_string(),
@@ -206,7 +210,13 @@ impl Codec {
             .encoder
             .get_schema_and_id(&subject, strategy)
             .await
-            .map_err(|e| self.registry_error(e))?;
+            .map_err(|e| {
+                let e = self.registry_error(e);
+                if e.is_registry_unavailable() {
+                    self.encoder.remove_errors_from_cache();
+                }
+                e
+            })?;
         self.ids.write().unwrap().insert(subject, registered.id);
         Ok(registered.id)
     }
@@ -241,11 +251,14 @@ impl Codec {
         if let Some(w) = self.writers.read().unwrap().get(&id) {
             return Ok(w.clone());
         }
-        let fetched = self
-            .decoder
-            .get_schema(id)
-            .await
-            .map_err(|e| self.registry_error(e))?;
+        let fetched = self.decoder.get_schema(id).await.map_err(|e| {
+            let e = self.registry_error(e);
+            if e.is_registry_unavailable() {
+                // The client caches a 500 or 504 like a 404; the next try must ask again.
+                self.decoder.remove_errors_from_cache();
+            }
+            e
+        })?;
         let writer = Arc::new(WriterSchema {
             fingerprint: crate::types::fingerprint_of(&fetched.parsed),
             schema: fetched.parsed.clone(),

@@ -30,6 +30,7 @@ use fraudstream_common::kafka::{
     BULK_FETCH,
 };
 use fraudstream_common::model::LoadedModel;
+use fraudstream_common::registry_wait::RegistryWait;
 use fraudstream_common::server::Health;
 use fraudstream_common::{now_millis, CommonError};
 use fraudstream_schemas::{Codec, Prediction, SchemaError, Transaction};
@@ -61,6 +62,8 @@ pub enum ScorerError {
     Bootstrap { path: String, detail: String },
     #[error("scoring failed: {0}")]
     Scoring(String),
+    #[error("stopped while the schema registry was unavailable ({0}); the records not yet scored are scored by the group once the registry answers")]
+    StoppedInOutage(#[source] SchemaError),
     #[error("the Kafka transaction could not be committed or aborted: {0} (the instance stops; a restart resumes from the last commit)")]
     Transaction(String),
 }
@@ -275,10 +278,23 @@ pub async fn run(
     )
     .await?;
     let codec = Arc::new(cfg.kafka.codec()?);
-    let prediction_schema = codec
-        .schema_id::<Prediction>(&cfg.predictions_topic)
+    // A registry that is down while the scorer starts delays the start; it is not an error.
+    let registry = Arc::new(RegistryWait::new(
+        metrics.registry_up.clone(),
+        health.clone(),
+        Duration::from_secs(5),
+    ));
+    let stopping = || stop.load(Ordering::Relaxed);
+    let prediction_schema = registry
+        .retry(stopping, || {
+            codec.schema_id::<Prediction>(&cfg.predictions_topic)
+        })
         .await?;
-    let alert_schema = codec.schema_id::<Prediction>(&cfg.alerts_topic).await?;
+    let alert_schema = registry
+        .retry(stopping, || {
+            codec.schema_id::<Prediction>(&cfg.alerts_topic)
+        })
+        .await?;
     let bootstrap = match &cfg.bootstrap_model {
         Some(path) => Some(
             std::fs::read_to_string(path).map_err(|e| ScorerError::Bootstrap {
@@ -293,6 +309,7 @@ pub async fn run(
         &cfg.kafka,
         &cfg.models_topic,
         codec.clone(),
+        registry.clone(),
         tokio::runtime::Handle::current(),
         events_tx,
         stop.clone(),
@@ -301,6 +318,7 @@ pub async fn run(
     let engine = Engine {
         cfg,
         codec,
+        registry,
         runtime,
         metrics,
         health,
@@ -319,6 +337,7 @@ pub async fn run(
 struct Engine {
     cfg: ScorerConfig,
     codec: Arc<Codec>,
+    registry: Arc<RegistryWait>,
     runtime: tokio::runtime::Handle,
     metrics: Arc<ScorerMetrics>,
     health: Arc<Health>,
@@ -374,10 +393,19 @@ fn send<K: rdkafka::message::ToBytes + ?Sized>(
 }
 
 impl Engine {
-    fn decode(&self, payload: &[u8]) -> Result<Transaction, SchemaError> {
-        match self.codec.decode_cached(payload) {
-            Some(r) => r,
-            None => self.runtime.block_on(self.codec.decode(payload)),
+    /// Decodes a transaction. While the registry cannot answer, waits (this batch and those
+    /// behind it) rather than calling the record bad: `Err(StoppedInOutage)` only when the
+    /// scorer stops during an outage. `Ok(Err(_))` is the record's own fault: a dead letter.
+    fn decode(&self, payload: &[u8]) -> Result<Result<Transaction, SchemaError>, ScorerError> {
+        if let Some(r) = self.codec.decode_cached(payload) {
+            return Ok(r);
+        }
+        match self.registry.retry_blocking(
+            || self.stop.load(Ordering::Relaxed),
+            || self.runtime.block_on(self.codec.decode(payload)),
+        ) {
+            Err(e) if e.is_registry_unavailable() => Err(ScorerError::StoppedInOutage(e)),
+            r => Ok(r),
         }
     }
 
@@ -444,6 +472,7 @@ impl Engine {
         let from = (up_to - self.cfg.state_lookback).max(low);
         let started = Instant::now();
         let mut n = 0u64;
+        let mut outage = None;
         read_partition_range(
             reader,
             topic,
@@ -451,13 +480,18 @@ impl Engine {
             from,
             up_to,
             Duration::from_secs(60),
-            |m| {
-                if let Some(Ok(tx)) = m.payload().map(|p| self.decode(p)) {
+            |m| match m.payload().map(|p| self.decode(p)) {
+                Some(Ok(Ok(tx))) => {
                     history.observe(&tx.name_orig, m.offset(), tx.step, tx.amount);
                     n += 1;
                 }
+                Some(Err(e)) => outage = Some(e),
+                _ => {} // a dead letter when it was scored: no state
             },
         )?;
+        if let Some(e) = outage {
+            return Err(e);
+        }
         // Kept for the next partition: stop it fetching this one in the background meanwhile.
         reader.unassign()?;
         self.metrics
@@ -584,7 +618,7 @@ impl Engine {
                     in_flight.len() >= PIPELINE_DEPTH || (stopping && !in_flight.is_empty());
                 let next = if must_wait && !waited {
                     waited = true;
-                    Some(pipeline.scored.recv().map_err(|_| stage_stopped())?)
+                    Some(self.wait_scored(&txn, &consumer, &generation, pipeline)?)
                 } else {
                     match pipeline.scored.try_recv() {
                         Ok(r) => Some(r),
@@ -593,7 +627,16 @@ impl Engine {
                     }
                 };
                 let Some(result) = next else { break };
-                self.send_scored(&txn, &generation, pipeline, result?, summary)?;
+                match result {
+                    Err(ScorerError::StoppedInOutage(e)) if stopping => {
+                        // The batches not scored were never in a transaction: their records
+                        // are polled again by whoever owns the partitions next.
+                        tracing::warn!(error = %e, batches = pipeline.in_flight.len(), "stopping during a schema registry outage; the records not scored stay uncommitted");
+                        pipeline.in_flight.clear();
+                        break;
+                    }
+                    result => self.send_scored(&txn, &generation, pipeline, result?, summary)?,
+                }
             }
             if stopping && pipeline.in_flight.is_empty() {
                 break;
@@ -631,19 +674,7 @@ impl Engine {
                     }
                 }
             }
-            let mut t = txn.lock().unwrap();
-            if t.open && t.opened_at.elapsed() >= self.cfg.commit_interval {
-                let rewind = t.commit(&self.cfg.input_topic, &consumer, &self.metrics)?;
-                drop(t);
-                if rewind {
-                    // Batches in flight hold records after the aborted ones: all of them are
-                    // polled again, and their results (of the old generation) dropped.
-                    generation.fetch_add(1, Ordering::AcqRel);
-                    self.rewind(&consumer)?;
-                }
-            } else {
-                drop(t);
-            }
+            self.commit_if_due(&txn, &consumer, &generation)?;
             if last_lag.elapsed() >= Duration::from_secs(5) {
                 last_lag = Instant::now();
                 self.report_lag(&consumer);
@@ -660,6 +691,48 @@ impl Engine {
         }
         consumer.unsubscribe();
         Ok(())
+    }
+
+    /// Commits the open transaction once it is `commit_interval` old.
+    fn commit_if_due(
+        &self,
+        txn: &Mutex<Txn>,
+        consumer: &BaseConsumer<ScorerContext>,
+        generation: &AtomicU64,
+    ) -> Result<(), ScorerError> {
+        let mut t = txn.lock().unwrap();
+        if !(t.open && t.opened_at.elapsed() >= self.cfg.commit_interval) {
+            return Ok(());
+        }
+        let rewind = t.commit(&self.cfg.input_topic, consumer, &self.metrics)?;
+        drop(t);
+        if rewind {
+            // Batches in flight hold records after the aborted ones: all of them are polled
+            // again, and their results (of the old generation) dropped.
+            generation.fetch_add(1, Ordering::AcqRel);
+            self.rewind(consumer)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the stage's next result. A stage that waits out a schema registry outage can
+    /// take long: what was sent meanwhile is committed on time, so no transaction stays open
+    /// for the outage (the broker would abort it at `transaction.timeout.ms`).
+    fn wait_scored(
+        &self,
+        txn: &Mutex<Txn>,
+        consumer: &BaseConsumer<ScorerContext>,
+        generation: &AtomicU64,
+        pipeline: &Pipeline,
+    ) -> Result<Result<Scored, ScorerError>, ScorerError> {
+        let tick = self.cfg.commit_interval.max(Duration::from_millis(50));
+        loop {
+            match pipeline.scored.recv_timeout(tick) {
+                Ok(result) => return Ok(result),
+                Err(RecvTimeoutError::Timeout) => self.commit_if_due(txn, consumer, generation)?,
+                Err(RecvTimeoutError::Disconnected) => return Err(stage_stopped()),
+            }
+        }
     }
 
     /// Polls a batch: waits up to `timeout` for the first record, then takes what is already

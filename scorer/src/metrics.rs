@@ -1,7 +1,7 @@
 //! The scorer's Prometheus metrics (names start with `scorer_`).
 
 use fraudstream_common::server::Registrar;
-use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec, Registry};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 pub struct ScorerMetrics {
     pub registry: Registry,
@@ -22,6 +22,7 @@ pub struct ScorerMetrics {
     pub model_native: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
     pub state_rebuilds: IntCounterVec,
+    pub registry_up: IntGauge,
 }
 
 impl ScorerMetrics {
@@ -76,6 +77,10 @@ impl ScorerMetrics {
                 0.001,
                 2.0,
                 16,
+            )?,
+            registry_up: r.gauge(
+                "registry_up",
+                "0 while the schema registry cannot answer (records wait, none is dead-lettered)",
             )?,
             model_version: r.gauge_vec(
                 "model_version",

@@ -5,6 +5,7 @@
 use crate::metrics::ScorerMetrics;
 use fraudstream_common::kafka::KafkaArgs;
 use fraudstream_common::model::LoadedModel;
+use fraudstream_common::registry_wait::RegistryWait;
 use fraudstream_schemas::{Codec, ModelRecord, ModelStatus};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -27,6 +28,7 @@ pub fn spawn_watcher(
     kafka: &KafkaArgs,
     topic: &str,
     codec: Arc<Codec>,
+    registry: Arc<RegistryWait>,
     runtime: tokio::runtime::Handle,
     events: Sender<ModelEvent>,
     stop: Arc<AtomicBool>,
@@ -80,8 +82,14 @@ pub fn spawn_watcher(
                     Ok(m) => match m.payload() {
                         None => continue, // a tombstone: nothing to load
                         Some(payload) => {
-                            match runtime.block_on(codec.decode::<ModelRecord>(payload)) {
+                            // A registry outage delays the model; it does not refuse it.
+                            let decoded = registry.retry_blocking(
+                                || stop.load(Ordering::Relaxed),
+                                || runtime.block_on(codec.decode::<ModelRecord>(payload)),
+                            );
+                            match decoded {
                                 Ok(r) => ModelEvent::Record(Box::new(r)),
+                                Err(e) if e.is_registry_unavailable() => return, // stopping
                                 Err(e) => ModelEvent::Undecodable(format!(
                                     "{topic}[{}]@{}: {e}",
                                     m.partition(),

@@ -204,10 +204,10 @@ impl Stage {
         let mut txs = std::mem::take(&mut self.txs);
         txs.clear();
         for (index, r) in batch.records.iter().enumerate() {
-            let decoded = batch
-                .payload(r)
-                .ok_or_else(|| "empty payload (tombstone) on the transactions topic".to_string())
-                .and_then(|pl| engine.decode(pl).map_err(|e| e.to_string()));
+            let decoded = match batch.payload(r) {
+                None => Err("empty payload (tombstone) on the transactions topic".to_string()),
+                Some(pl) => engine.decode(pl)?.map_err(|e| e.to_string()),
+            };
             match decoded {
                 Ok(tx) => {
                     let history = match self.histories.entry(r.partition) {

@@ -22,6 +22,7 @@ use fraudstream_common::clickhouse::ClickHouseArgs;
 use fraudstream_common::kafka::{
     dead_letter_headers, ensure_topics, KafkaArgs, TopicSpec, BULK_FETCH,
 };
+use fraudstream_common::registry_wait::RegistryWait;
 use fraudstream_common::server::Health;
 use fraudstream_common::CommonError;
 use fraudstream_schemas::{Codec, Label, Prediction, SchemaError, Transaction};
@@ -168,6 +169,7 @@ struct Sink {
     cfg: SinkConfig,
     consumer: Arc<StreamConsumer>,
     codec: Arc<Codec>,
+    registry: RegistryWait,
     writer: Arc<Writer>,
     metrics: Arc<SinkMetrics>,
     batch: Batch,
@@ -248,6 +250,7 @@ pub async fn run(
     health.set_ready("consuming");
     let mut sink = Sink {
         codec: Arc::new(cfg.kafka.codec()?),
+        registry: RegistryWait::new(metrics.registry_up.clone(), health, cfg.max_backoff),
         cfg,
         consumer,
         writer,
@@ -481,42 +484,24 @@ enum Decoded {
 const STOPPED: &str = "stopped while the schema registry was unavailable";
 
 impl Sink {
-    /// Decodes `payload`; while the registry cannot answer, waits and retries with backoff (one
-    /// log line per outage, `sink_registry_up` 0, /health unready) instead of dead-lettering a
-    /// record that has nothing wrong with it. Any other failure is the record's: its reason.
+    /// Decodes `payload`; while the registry cannot answer, waits and retries (see
+    /// [`RegistryWait`]) instead of dead-lettering a record that has nothing wrong with it. Any
+    /// other failure is the record's: its reason.
     async fn decode_waiting<T: fraudstream_schemas::AvroRecord>(
         &self,
         payload: &[u8],
     ) -> Result<T, String> {
-        let mut backoff = Duration::from_millis(250);
-        let mut outage = false;
-        loop {
-            match decode::<T>(&self.codec, payload).await {
-                Err(e) if e.is_registry_unavailable() => {
-                    if !outage {
-                        outage = true;
-                        self.metrics.registry_up.set(0);
-                        self.writer
-                            .health
-                            .set_unready(format!("schema registry unavailable: {e}"));
-                        tracing::warn!(error = %e, "schema registry unavailable; records wait (none is dead-lettered for it)");
-                    }
-                    if *self.writer.stop.borrow() {
-                        return Err(STOPPED.into());
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.cfg.max_backoff);
+        let stop = &self.writer.stop;
+        self.registry
+            .retry(|| *stop.borrow(), || decode::<T>(&self.codec, payload))
+            .await
+            .map_err(|e| {
+                if e.is_registry_unavailable() {
+                    STOPPED.to_string()
+                } else {
+                    e.to_string()
                 }
-                result => {
-                    if outage {
-                        self.metrics.registry_up.set(1);
-                        self.writer.health.set_ready("consuming");
-                        tracing::info!("schema registry answers again");
-                    }
-                    return result.map_err(|e| e.to_string());
-                }
-            }
-        }
+            })
     }
 }
 
