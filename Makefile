@@ -40,7 +40,7 @@ test: deps services ## every unit and integration test, the short fault suite, t
 	echo "fraudstream: $$passed passed, $$failed failed; fault suite rc=$$frc; compose run rc=$$crc; secure run rc=$$src"; \
 	[ $$rc -eq 0 ] && [ $$frc -eq 0 ] && [ $$crc -eq 0 ] && [ $$src -eq 0 ]
 
-faults: deps services ## the fault suite: 12 scenarios, 200k transactions each (bench/results/faults.md)
+faults: deps services ## the fault suite: 13 scenarios, 200k transactions each (bench/results/faults.md)
 	@scripts/faults.sh
 
 lint: deps ## rustfmt and clippy, warnings are errors

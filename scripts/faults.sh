@@ -59,7 +59,7 @@ start_sink() {
     --max-backoff-ms 1000 >>"$WORK/$NAME-sink.log" 2>&1 &
   pids+=($!); SINK=$!
 }
-landed() { sql "SELECT uniqExact(transaction_id) FROM predictions FINAL" 2>/dev/null || echo 0; }
+landed() { sql "SELECT uniqExact(transaction_id) FROM ${1:-predictions} FINAL" 2>/dev/null || echo 0; }
 wait_landed() { # $1 = expected, $2 = timeout s
   local end=$(($(date +%s) + $2))
   while [ "$(date +%s)" -lt "$end" ]; do
@@ -117,7 +117,7 @@ scenario() { # $1 = name, $2 = fault function, $3 = set-up before the services s
   local ok=true
   wait_landed "$EXPECTED" 300 || ok=false
   sleep 2
-  local landed_n; landed_n=$(landed)
+  local landed_n tx_landed; landed_n=$(landed); tx_landed=$(landed transactions)
   read -r records distinct <<<"$("$TOOLS" count "$P-pred")"
   read -r dlq _ <<<"$("$TOOLS" count "$P-dlq")"
   read -r sink_dlq _ <<<"$("$TOOLS" count "$P-sink-dlq")"
@@ -129,9 +129,11 @@ scenario() { # $1 = name, $2 = fault function, $3 = set-up before the services s
   local dups=$((records - distinct)) lost=$((EXPECTED - landed_n))
   # Bad records on the transactions topic go to both dead-letter topics: the scorer's and the
   # sink's (it lands transactions too).
-  [ "$dups" -eq 0 ] && [ "$lost" -eq 0 ] && [ "$dlq" -eq "$DLQ_EXPECTED" ] && [ "$sink_dlq" -eq "$DLQ_EXPECTED" ] || ok=false
+  [ "$dups" -eq 0 ] && [ "$lost" -eq 0 ] && [ "$dlq" -eq "$DLQ_EXPECTED" ] && [ "$sink_dlq" -eq "$DLQ_EXPECTED" ] \
+    && [ "$tx_landed" -eq "$EXPECTED" ] && ${FAULT_OK:-true} || ok=false
   results+=("| $NAME | $EXPECTED | $landed_n | $dups | $lost | $dlq / $sink_dlq | $(($(date +%s) - started)) s | $($ok && echo ok || echo FAIL) |")
-  log "${results[-1]} (predictions topic: $distinct distinct of $records)"
+  log "${results[-1]} (predictions topic: $distinct distinct of $records; transactions table: $tx_landed)"
+  unset FAULT_OK
 }
 
 # The fault comes once a third of the stream landed (mid-stream), or after 60 s at the latest.
@@ -175,8 +177,31 @@ slow_registry() {
   export SCHEMA_REGISTRY_URL="http://127.0.0.1:$port/apis/ccompat/v7"
 }
 fault_registry_slow() { at_third; restart_scorer 1 KILL; restart_sink KILL; }
+# Records whose schema the (healthy) registry lost (404 for their id): dead-lettered by the
+# scorers and the sink. Then the registry is restored from a backup and `producer replay-dlq`
+# sends them back: the scorer DLQ's replay sends each once, the sink DLQ's (the same source
+# records) none again; the running scorers and sink decode them (404s are not kept for ever).
+fault_dlq_replay() {
+  local k=$((N / 20)) id
+  at_third
+  id=$("$TOOLS" unknown-id "$P-tx" "$WORK/stream.csv" "$k" "$P-unknown" "$WORK/registry-backup.zip")
+  DLQ_EXPECTED=$k; EXPECTED=$((N + k))
+  local end=$(($(date +%s) + 120))
+  until [ "$("$TOOLS" count "$P-dlq" | cut -d' ' -f1)" -ge "$k" ] && [ "$("$TOOLS" count "$P-sink-dlq" | cut -d' ' -f1)" -ge "$k" ]; do
+    [ "$(date +%s)" -lt "$end" ] || { log "$NAME: the dead letters did not all arrive"; FAULT_OK=false; return; }
+    sleep 1
+  done
+  "$TOOLS" restore-schema "$WORK/registry-backup.zip" "$id" || { FAULT_OK=false; return; }
+  local replay=("$BIN/producer" replay-dlq --ledger-topic "$P-replayed")
+  "${replay[@]}" --dlq-topic "$P-dlq" --dry-run | tail -3 >&2
+  "${replay[@]}" --dlq-topic "$P-dlq" >"$WORK/$NAME-replay.log" 2>&1
+  "${replay[@]}" --dlq-topic "$P-sink-dlq" >>"$WORK/$NAME-replay.log" 2>&1
+  sed 's/^/    /' "$WORK/$NAME-replay.log" >&2
+  grep -q "read: replayed $k," "$WORK/$NAME-replay.log" && grep -q "read: replayed 0, $k already replayed" "$WORK/$NAME-replay.log" \
+    || { log "$NAME: replay-dlq did not replay each record once"; FAULT_OK=false; }
+}
 
-ALL="baseline scorer-sigkill scorer-added sink-sigkill clickhouse-down-20s broker-restart malformed-1pct corrupt-model schema-evolution registry-restart registry-down-30s registry-slow"
+ALL="baseline scorer-sigkill scorer-added sink-sigkill clickhouse-down-20s broker-restart malformed-1pct corrupt-model schema-evolution registry-restart registry-down-30s registry-slow dlq-replay"
 for s in ${FAULTS_ONLY:-$ALL}; do
   case $s in
     baseline) scenario "$s" fault_none ;;
@@ -191,6 +216,7 @@ for s in ${FAULTS_ONLY:-$ALL}; do
     registry-restart) scenario "$s" fault_registry_restart ;;
     registry-down-30s) scenario "$s" fault_registry_down ;;
     registry-slow) scenario "$s" fault_registry_slow slow_registry ;;
+    dlq-replay) scenario "$s" fault_dlq_replay ;;
     *) echo "unknown scenario $s (known: $ALL)" >&2; exit 2 ;;
   esac
 done

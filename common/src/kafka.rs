@@ -485,6 +485,58 @@ pub fn drain<C: rdkafka::producer::ProducerContext>(
     }
 }
 
+/// Sends `record`, waiting for room while librdkafka's queue is full: a producer that outruns the
+/// broker waits, it does not fail.
+pub fn send_retrying<K, P>(
+    producer: &rdkafka::producer::BaseProducer,
+    mut record: rdkafka::producer::BaseRecord<'_, K, P>,
+) -> rdkafka::error::KafkaResult<()>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    use rdkafka::error::KafkaError;
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Where a dead letter came from and why: what [`dead_letter_headers`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetterSource {
+    pub error: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl DeadLetterSource {
+    /// Reads the headers back; `None` when one is missing or not a number where one is due (a
+    /// record that was not written by a fraudstream service).
+    pub fn from_headers<H: rdkafka::message::Headers>(headers: &H) -> Option<Self> {
+        let get = |key: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == key)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        Some(DeadLetterSource {
+            error: get("error").unwrap_or_default(),
+            topic: get("source.topic")?,
+            partition: get("source.partition")?.parse().ok()?,
+            offset: get("source.offset")?.parse().ok()?,
+        })
+    }
+}
+
 /// The headers every dead letter carries: why it was refused and where it came from, so it can be
 /// found, fixed and replayed (`kcat -C -t <dlq> -f '%h\n'` shows them).
 pub fn dead_letter_headers(
@@ -517,6 +569,26 @@ pub fn dead_letter_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dead_letter_headers_read_back() {
+        let h = dead_letter_headers("bad magic byte", "transactions", 3, 42);
+        let source = DeadLetterSource::from_headers(&h).unwrap();
+        assert_eq!(
+            source,
+            DeadLetterSource {
+                error: "bad magic byte".into(),
+                topic: "transactions".into(),
+                partition: 3,
+                offset: 42,
+            }
+        );
+        let partial = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: "source.topic",
+            value: Some("transactions"),
+        });
+        assert_eq!(DeadLetterSource::from_headers(&partial), None);
+    }
 
     fn get(args: &KafkaArgs, key: &str) -> Option<String> {
         args.client_config().unwrap().get(key).map(str::to_string)

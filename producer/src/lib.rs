@@ -5,6 +5,7 @@
 
 pub mod paysim;
 pub mod publish;
+pub mod replay;
 pub mod simulate;
 pub mod split;
 pub mod stats;

@@ -6,6 +6,7 @@ use fraudstream_common::telemetry::{self, TelemetryArgs};
 use fraudstream_schemas::topics;
 use indicatif::{ProgressBar, ProgressStyle};
 use producer::publish::{publish, LabelDelay, PublishConfig};
+use producer::replay::{self, Filter, ReplayConfig};
 use producer::{simulate, split, stats};
 use std::io::Write;
 use std::path::PathBuf;
@@ -58,6 +59,112 @@ enum Command {
     },
     /// Replay a PaySim CSV into Kafka: transactions now, labels after --label-delay.
     Publish(Box<PublishArgs>),
+    /// Send dead-lettered records back to the topic they came from, once the cause is fixed
+    /// (exactly once per record, remembered in a ledger topic; try --dry-run first).
+    ReplayDlq(Box<ReplayArgs>),
+}
+
+/// Which dead letters go back, and where the ledger of replayed records is kept.
+#[derive(clap::Args)]
+#[command(after_help = "\
+Each record goes back to the topic and partition named by its source.* headers, with its key and
+a replayed.from header. A ledger topic remembers every source record replayed, in
+the same Kafka transaction as the record itself: running the command again, or on the other
+dead-letter topic (a bad transaction is dead-lettered by the scorer and by the sink), never sends
+a record twice. Everything that consumes the source topic sees the record again: the scorer
+scores it, the sink lands it; ClickHouse keeps one row per transaction id.
+
+Examples:
+  producer replay-dlq --dlq-topic transactions-dlq --dry-run | head
+  producer replay-dlq --dlq-topic transactions-dlq --error 'No content with ID' --since 2h")]
+struct ReplayArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// The dead-letter topic to replay: the scorer's (transactions-dlq) or the sink's
+    /// (predictions-dlq).
+    #[arg(long, default_value = topics::TRANSACTIONS_DLQ)]
+    dlq_topic: String,
+    /// Only dead letters whose error header contains this text.
+    #[arg(long)]
+    error: Option<String>,
+    /// Only dead letters written at or after this time: RFC 3339 (2026-11-29T10:00:00Z) or an
+    /// age (90m, 2h, 1d).
+    #[arg(long, value_parser = parse_time)]
+    since: Option<i64>,
+    /// Only dead letters written before this time (same forms as --since).
+    #[arg(long, value_parser = parse_time)]
+    until: Option<i64>,
+    /// Only this partition of the dead-letter topic.
+    #[arg(long)]
+    partition: Option<i32>,
+    /// Only offsets from this one (inclusive) of the dead-letter topic.
+    #[arg(long)]
+    from_offset: Option<i64>,
+    /// Only offsets up to this one (inclusive) of the dead-letter topic.
+    #[arg(long)]
+    to_offset: Option<i64>,
+    /// Replay at most this many records.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Print what would be sent (one line per record) and the summary; send nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// The compacted topic that remembers the replayed records.
+    #[arg(long, env = "FRAUDSTREAM_DLQ_LEDGER_TOPIC", default_value = replay::DEFAULT_LEDGER)]
+    ledger_topic: String,
+    /// Records per Kafka transaction.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
+}
+
+/// A time as ms since the epoch: RFC 3339, or an age before now ("2h").
+fn parse_time(s: &str) -> Result<i64, String> {
+    let now = std::time::SystemTime::now();
+    let t = match humantime::parse_duration(s) {
+        Ok(age) => now - age,
+        Err(_) => humantime::parse_rfc3339_weak(s).map_err(|e| {
+            format!("{e}: give a time (2026-11-29T10:00:00Z) or an age (90m, 2h, 1d)")
+        })?,
+    };
+    Ok(t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64))
+}
+
+async fn replay_dlq(args: ReplayArgs) -> Result<()> {
+    fraudstream_common::check_connections(Some(&args.kafka), None).await?;
+    let cfg = ReplayConfig {
+        kafka: args.kafka,
+        dlq_topic: args.dlq_topic,
+        ledger_topic: args.ledger_topic,
+        filter: Filter {
+            error: args.error,
+            since_ms: args.since,
+            until_ms: args.until,
+            partition: args.partition,
+            from_offset: args.from_offset,
+            to_offset: args.to_offset,
+            limit: args.limit,
+        },
+        dry_run: args.dry_run,
+        batch: args.batch as usize,
+    };
+    let pb = bar(None, "dead letters read");
+    let (pb_len, pb_pos) = (pb.clone(), pb.clone());
+    let out = std::io::stdout();
+    let report = replay::replay(
+        &cfg,
+        |n| {
+            pb_len.set_length(n);
+            pb_len.set_style(ProgressStyle::with_template(BAR_TEMPLATE).unwrap());
+        },
+        |n| pb_pos.set_position(n),
+        |line| pb.suspend(|| writeln!(out.lock(), "{line}").unwrap_or(())),
+    )
+    .await
+    .with_context(|| format!("replaying {}", cfg.dlq_topic))?;
+    pb.finish_and_clear();
+    print!("{}", report.summary(cfg.dry_run));
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -105,13 +212,16 @@ struct PublishArgs {
     metrics_addr: Option<std::net::SocketAddr>,
 }
 
+const BAR_TEMPLATE: &str =
+    "{spinner} [{elapsed_precise}] {bar:40} {human_pos}/{human_len} {msg} ({per_sec}, eta {eta})";
+
 fn bar(len: Option<u64>, what: &str) -> ProgressBar {
     let pb = match len {
         Some(n) => ProgressBar::new(n),
         None => ProgressBar::new_spinner(),
     };
     let template = if len.is_some() {
-        "{spinner} [{elapsed_precise}] {bar:40} {human_pos}/{human_len} {msg} ({per_sec}, eta {eta})"
+        BAR_TEMPLATE
     } else {
         "{spinner} [{elapsed_precise}] {human_pos} {msg} ({per_sec})"
     };
@@ -184,6 +294,7 @@ async fn main() -> Result<()> {
                 }
             );
         }
+        Command::ReplayDlq(args) => replay_dlq(*args).await?,
         Command::Publish(args) => {
             let PublishArgs {
                 kafka,

@@ -118,7 +118,14 @@ pub struct Codec {
     decoder: AvroDecoder,
     ids: RwLock<HashMap<String, u32>>,
     writers: RwLock<HashMap<u32, Arc<WriterSchema>>>,
+    /// Ids the registry refused while answering (a 404), with when and its message: asked again
+    /// after [`REFUSAL_TTL`], so a schema restored from a backup is seen without a restart, but
+    /// not once per record that carries the id.
+    refused: RwLock<HashMap<u32, (std::time::Instant, String)>>,
 }
+
+/// How long a registry's "no such schema" stands before the id is asked for again.
+pub const REFUSAL_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Codec {
     /// A codec for the registry at `url` (Confluent API; for Apicurio use `.../apis/ccompat/v7`),
@@ -170,6 +177,7 @@ impl Codec {
             decoder: AvroDecoder::new(settings),
             ids: RwLock::new(HashMap::new()),
             writers: RwLock::new(HashMap::new()),
+            refused: RwLock::new(HashMap::new()),
         }
     }
 
@@ -251,14 +259,27 @@ impl Codec {
         if let Some(w) = self.writers.read().unwrap().get(&id) {
             return Ok(w.clone());
         }
+        if let Some((at, message)) = self.refused.read().unwrap().get(&id) {
+            if at.elapsed() < REFUSAL_TTL {
+                return Err(SchemaError::Registry {
+                    url: self.url.clone(),
+                    message: message.clone(),
+                });
+            }
+        }
         let fetched = self.decoder.get_schema(id).await.map_err(|e| {
+            // The client keeps a failure for ever (a 500 or 504 too): ours expire instead.
+            self.decoder.remove_errors_from_cache();
             let e = self.registry_error(e);
-            if e.is_registry_unavailable() {
-                // The client caches a 500 or 504 like a 404; the next try must ask again.
-                self.decoder.remove_errors_from_cache();
+            if let SchemaError::Registry { message, .. } = &e {
+                if !e.is_registry_unavailable() {
+                    let refusal = (std::time::Instant::now(), message.clone());
+                    self.refused.write().unwrap().insert(id, refusal);
+                }
             }
             e
         })?;
+        self.refused.write().unwrap().remove(&id);
         let writer = Arc::new(WriterSchema {
             fingerprint: crate::types::fingerprint_of(&fetched.parsed),
             schema: fetched.parsed.clone(),

@@ -5,6 +5,12 @@
 //!   not a ModelRecord (both must be refused while the old model keeps serving).
 //! - `evolved TOPIC CSV N PREFIX`: N transactions from CSV written with a newer Transaction schema
 //!   (one more optional field, registered in the registry): an old scorer must still decode them.
+//! - `unknown-id TOPIC CSV N PREFIX BACKUP`: registers a Transaction schema (new content), saves
+//!   a backup of the registry (Apicurio's export) to BACKUP, deletes the schema for good, then
+//!   writes N transactions from CSV with its id: a registry that lost a schema and answers 404
+//!   for it while healthy. They must go to the dead-letter topics. Prints the id.
+//! - `restore-schema BACKUP ID`: imports the backup (Apicurio keeps the ids) and checks ID is
+//!   known again: the dead letters above become decodable, for a replay.
 //! - `count TOPIC`: reads the topic read_committed to its end; prints `records distinct_ids`
 //!   (for predictions: distinct transaction ids; anything else: records twice).
 
@@ -64,6 +70,30 @@ fn register(registry: &str, topic: &str, schema: &str) -> u32 {
     let reply: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("registry refused the evolved schema: {out:?}"));
     reply["id"].as_u64().expect("schema id") as u32
+}
+
+/// `curl` with `args`; its stdout, or exits with what failed.
+fn curl(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("curl")
+        .arg("-sSf")
+        .args(args)
+        .output()
+        .expect("curl");
+    if !out.status.success() {
+        eprintln!("curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        std::process::exit(1);
+    }
+    out.stdout
+}
+
+/// Apicurio's own API next to its Confluent-compatible one.
+fn admin_api(registry: &str) -> String {
+    format!(
+        "{}/apis/registry/v3/admin",
+        registry
+            .trim_end_matches('/')
+            .trim_end_matches("/apis/ccompat/v7")
+    )
 }
 
 #[tokio::main]
@@ -144,6 +174,54 @@ async fn main() {
             }
             println!("{sent} evolved transactions (schema id {id})");
         }
+        Some("unknown-id") => {
+            let (topic, csv, n, prefix, backup) = (
+                &args[1],
+                &args[2],
+                args[3].parse::<u64>().unwrap(),
+                &args[4],
+                &args[5],
+            );
+            let registry = kafka.schema_registry.trim_end_matches('/');
+            let mut schema: serde_json::Value =
+                serde_json::from_str(<Transaction as fraudstream_schemas::AvroRecord>::SCHEMA_JSON)
+                    .unwrap();
+            schema["doc"] = serde_json::json!(format!("written by {prefix}"));
+            let subject = format!("{topic}-lost");
+            let id = register(registry, &subject, &schema.to_string());
+            curl(&["-o", backup, &format!("{}/export", admin_api(registry))]);
+            let subject_url = format!("{registry}/subjects/{}", topics::value_subject(&subject));
+            curl(&["-X", "DELETE", &subject_url]);
+            curl(&["-X", "DELETE", &format!("{subject_url}?permanent=true")]);
+            let mut reader = producer::paysim::CsvReader::open(std::path::Path::new(csv)).unwrap();
+            let mut sent = 0;
+            while let Some((line, row)) = reader.next_row().unwrap() {
+                if sent >= n {
+                    break;
+                }
+                let Ok(r) = row else { continue };
+                let tx = r
+                    .into_transaction(format!("{prefix}-{line}"), fraudstream_common::now_millis());
+                let payload = Codec::encode_with_id(id, &tx).unwrap();
+                send(&producer, topic, &tx.name_orig, &payload).await;
+                sent += 1;
+            }
+            println!("{id}");
+        }
+        Some("restore-schema") => {
+            let (backup, id) = (&args[1], &args[2]);
+            let registry = kafka.schema_registry.trim_end_matches('/');
+            curl(&[
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/zip",
+                "--data-binary",
+                &format!("@{backup}"),
+                &format!("{}/import?requireEmptyRegistry=false", admin_api(registry)),
+            ]);
+            curl(&["-o", "/dev/null", &format!("{registry}/schemas/ids/{id}")]);
+        }
         Some("count") => {
             let topic = &args[1];
             let codec = Codec::new(&kafka.schema_registry);
@@ -180,7 +258,7 @@ async fn main() {
             println!("{records} {}", ids.len());
         }
         _ => {
-            eprintln!("usage: fault_tools garbage TOPIC N | corrupt-model TOPIC | evolved TOPIC CSV N PREFIX | count TOPIC");
+            eprintln!("usage: fault_tools garbage TOPIC N | corrupt-model TOPIC | evolved TOPIC CSV N PREFIX | unknown-id TOPIC CSV N PREFIX BACKUP | restore-schema BACKUP ID | count TOPIC");
             std::process::exit(2);
         }
     }

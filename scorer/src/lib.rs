@@ -26,8 +26,8 @@ mod stage;
 
 use fraudstream_common::features::AccountHistory;
 use fraudstream_common::kafka::{
-    dead_letter_headers, drain, ensure_topics, read_partition_range, KafkaArgs, TopicSpec,
-    BULK_FETCH,
+    dead_letter_headers, drain, ensure_topics, read_partition_range, send_retrying, KafkaArgs,
+    TopicSpec, BULK_FETCH,
 };
 use fraudstream_common::model::LoadedModel;
 use fraudstream_common::registry_wait::RegistryWait;
@@ -37,7 +37,7 @@ use fraudstream_schemas::{Codec, Prediction, SchemaError, Transaction};
 use metrics::ScorerMetrics;
 use models::{ModelEvent, ModelSet};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use stage::{Batch, Output, RawRecord, Scored};
@@ -375,22 +375,6 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("heartbeat.interval.ms", "1000"),
     ("partition.assignment.strategy", "range,roundrobin"),
 ];
-
-fn send<K: rdkafka::message::ToBytes + ?Sized>(
-    producer: &BaseProducer,
-    mut record: BaseRecord<'_, K, [u8]>,
-) -> Result<(), ScorerError> {
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                producer.poll(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(e.into()),
-        }
-    }
-}
 
 impl Engine {
     /// Decodes a transaction. While the registry cannot answer, waits (this batch and those
@@ -818,7 +802,7 @@ impl Engine {
                     event_time,
                 } => {
                     let key = &scored.bytes[key.clone()];
-                    send(
+                    send_retrying(
                         &t.producer,
                         BaseRecord::to(&self.cfg.predictions_topic)
                             .key(key)
@@ -826,7 +810,7 @@ impl Engine {
                     )?;
                     predictions += 1;
                     if let Some(alert) = alert {
-                        send(
+                        send_retrying(
                             &t.producer,
                             BaseRecord::to(&self.cfg.alerts_topic)
                                 .key(key)
@@ -875,7 +859,7 @@ impl Engine {
             if let Some(p) = batch.payload(r) {
                 record = record.payload(p);
             }
-            send(&t.producer, record)?;
+            send_retrying(&t.producer, record)?;
         }
         for (p, o) in batch.next_offsets() {
             t.offsets.insert(p, o);
@@ -952,7 +936,7 @@ impl Engine {
         if let Some(p) = batch.payload(r) {
             record = record.payload(p);
         }
-        send(producer, record)
+        Ok(send_retrying(producer, record)?)
     }
 }
 
