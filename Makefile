@@ -27,8 +27,9 @@ build: deps ## build every binary (release)
 	$(CARGO) build --release --workspace
 
 # One profile for everything (release): tests, demo and bench share one build of the dependencies.
-test: deps services ## every unit and integration test, the short fault suite, the compose services run natively, the pipeline over TLS and passwords
+test: deps services ## lint (fmt + clippy), every unit and integration test, the short fault suite, the compose services run natively, the pipeline over TLS and passwords
 	@mkdir -p $(CARGO_TARGET_DIR); start=$$(date +%s); \
+	$(MAKE) --no-print-directory lint 2>&1 | tee $(CARGO_TARGET_DIR)/lint.log; lrc=$${PIPESTATUS[0]}; \
 	$(CARGO) test --release --workspace --no-fail-fast 2>&1 | tee $(CARGO_TARGET_DIR)/test.log; rc=$${PIPESTATUS[0]}; \
 	FAULTS_N=$${FAULTS_N:-30000} FAULTS_OUT=$(CARGO_TARGET_DIR)/faults-short.md scripts/faults.sh 2>&1 | tee -a $(CARGO_TARGET_DIR)/test.log; frc=$${PIPESTATUS[0]}; \
 	scripts/compose-run.py 2>&1 | tee -a $(CARGO_TARGET_DIR)/test.log; crc=$${PIPESTATUS[0]}; \
@@ -37,8 +38,8 @@ test: deps services ## every unit and integration test, the short fault suite, t
 	failed=$$(grep -Eo '[0-9]+ failed' $(CARGO_TARGET_DIR)/test.log | awk '{s+=$$1} END {print s+0}'); \
 	deploy/local/kafka-topics.sh --delete --topic '.*_[0-9]+_[0-9]+_[0-9]+.*' >/dev/null 2>&1 || true; \
 	echo "tests took $$(( $$(date +%s) - start ))s (log: $(CARGO_TARGET_DIR)/test.log)"; \
-	echo "fraudstream: $$passed passed, $$failed failed; fault suite rc=$$frc; compose run rc=$$crc; secure run rc=$$src"; \
-	[ $$rc -eq 0 ] && [ $$frc -eq 0 ] && [ $$crc -eq 0 ] && [ $$src -eq 0 ]
+	echo "fraudstream: $$passed passed, $$failed failed; lint rc=$$lrc; fault suite rc=$$frc; compose run rc=$$crc; secure run rc=$$src"; \
+	[ $$lrc -eq 0 ] && [ $$rc -eq 0 ] && [ $$frc -eq 0 ] && [ $$crc -eq 0 ] && [ $$src -eq 0 ]
 
 faults: deps services ## the fault suite: 13 scenarios, 200k transactions each (bench/results/faults.md)
 	@scripts/faults.sh

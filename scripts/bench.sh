@@ -11,11 +11,16 @@ BIN="$CARGO_TARGET_DIR/release"
 . deploy/local/env.sh
 export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" SCHEMA_REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
 export CLICKHOUSE_URL="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
+# The bench's models are archived in a database of its own, dropped at the end: a user's first
+# `trainer bootstrap` afterwards is still v1, and `trainer list` does not show them.
+export CLICKHOUSE_DATABASE="bench_models_$$"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/fraudstream-bench.XXXXXX")"
 ID="$$-$(date +%s)"
 cleanup() {
   rm -rf "$WORK"
-  for i in $(seq 1 "$RUNS"); do curl -sf "$CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS bench_sink_${i}_$$" >/dev/null 2>&1 || true; done
+  for db in $(seq -f "bench_sink_%g_$$" 1 "$RUNS") "$CLICKHOUSE_DATABASE"; do
+    curl -sf "$CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+  done
   deploy/local/kafka-topics.sh --delete --topic "bench-.*" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT

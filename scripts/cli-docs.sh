@@ -8,7 +8,7 @@ cargo build -q --release -p producer -p scorer -p sink -p trainer
 BIN="$CARGO_TARGET_DIR/release"
 ref="$(mktemp)"
 {
-  for cmd in "producer simulate" "producer split" "producer stats" "producer publish" "scorer" "sink" \
+  for cmd in "producer simulate" "producer split" "producer stats" "producer publish" "producer replay-dlq" "scorer" "sink" \
     "trainer bootstrap" "trainer train" "trainer watch" "trainer list" "trainer show" "trainer promote" "trainer rollback"; do
     echo "<details><summary><code>$cmd --help</code></summary>"
     echo

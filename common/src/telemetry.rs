@@ -3,6 +3,7 @@
 use crate::{CommonError, Result};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::io::IsTerminal;
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
 
 /// Logging and tracing options. Flatten into a service's clap arguments.
@@ -11,7 +12,9 @@ pub struct TelemetryArgs {
     /// Log format: `text` for people, `json` for log shippers. Levels via RUST_LOG (default info).
     #[arg(long, env = "FRAUDSTREAM_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
-    /// OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318/v1/traces). Off when unset.
+    /// OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318/v1/traces). Off when unset
+    /// (and OTEL_EXPORTER_OTLP_ENDPOINT, the collector's base URL, is unset too). The service
+    /// name is OTEL_SERVICE_NAME when set.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 }
@@ -29,15 +32,40 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// The traces endpoint: the flag, or the standard OTEL_EXPORTER_OTLP_ENDPOINT base + /v1/traces.
+fn traces_endpoint(args: &TelemetryArgs) -> Option<String> {
+    args.otlp_endpoint.clone().or_else(|| {
+        std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .ok()
+            .filter(|base| !base.is_empty())
+            .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
+    })
+}
+
+/// The OTel resource: OTEL_SERVICE_NAME (read by the SDK) wins over our name for the service.
+fn resource(service: &'static str) -> opentelemetry_sdk::Resource {
+    let builder = opentelemetry_sdk::Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_some() {
+        builder.build()
+    } else {
+        builder.with_service_name(service).build()
+    }
+}
+
 /// Installs the global subscriber for `service`. Call once, first thing in `main`.
 pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a person at a terminal: a file or a pipe gets plain text.
+    let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let fmt = if args.log_format == "json" {
         tracing_subscriber::fmt::layer().json().boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_target(false).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(ansi)
+            .boxed()
     };
-    let (otel, provider) = match &args.otlp_endpoint {
+    let (otel, provider) = match &traces_endpoint(args) {
         Some(endpoint) => {
             use opentelemetry_otlp::WithExportConfig;
             let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -49,11 +77,7 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuar
                 })?;
             let provider = SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
-                .with_resource(
-                    opentelemetry_sdk::Resource::builder()
-                        .with_service_name(service)
-                        .build(),
-                )
+                .with_resource(resource(service))
                 .build();
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer(service))

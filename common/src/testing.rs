@@ -204,3 +204,40 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// A ClickHouse server of the test's own on `http`/`tcp` ports, its data under `dir` (the same
+/// binary and config as the local service, `deploy/local/clickhouse-config.sh`), ready when this
+/// returns. Killed when dropped; started again on the same `dir` it has the same tables and rows.
+pub async fn start_clickhouse(dir: &std::path::Path, http: u16, tcp: u16) -> Process {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/local/clickhouse-config.sh");
+    let ok = std::process::Command::new(script)
+        .arg(dir)
+        .args([http.to_string(), tcp.to_string()])
+        .status()
+        .expect("deploy/local/clickhouse-config.sh");
+    assert!(ok.success(), "clickhouse-config.sh failed");
+    let child: Process = std::process::Command::new("clickhouse-server")
+        .arg(format!("--config-file={}/config.xml", dir.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("clickhouse-server (deploy/local/install.sh installs it)")
+        .into();
+    let ch = ClickHouseArgs::new(&format!("http://127.0.0.1:{http}"), "default");
+    let started = std::time::Instant::now();
+    while ch
+        .server_client()
+        .query("SELECT 1")
+        .execute()
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the ClickHouse on port {http} did not start in 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    child
+}

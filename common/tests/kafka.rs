@@ -90,3 +90,72 @@ fn bad_extra_property_names_the_fix() {
     let err = kafka.client_config().unwrap_err().to_string();
     assert!(err.contains("KEY=VALUE"), "{err}");
 }
+
+/// Keeps the lag librdkafka's statistics report, as the scorer's and the sink's contexts do.
+struct LagContext(std::sync::Mutex<Vec<(i32, i64)>>);
+
+impl rdkafka::ClientContext for LagContext {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let lags = fraudstream_common::kafka::lag_from_statistics(&stats);
+        *self.0.lock().unwrap() = lags.into_iter().map(|(_, p, lag)| (p, lag)).collect();
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LagContext {}
+
+/// The lag comes from the statistics librdkafka delivers during `poll` (no broker request on
+/// the polling thread): 100 records, 40 consumed, 60 behind.
+#[tokio::test]
+async fn lag_is_reported_from_statistics_without_a_broker_request() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let kafka = local_kafka();
+    let topic = unique_name("lag_stats");
+    ensure_topics(&kafka.admin().unwrap(), &[TopicSpec::new(&topic, 1)], 1)
+        .await
+        .unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        kafka.client_config().unwrap().create().unwrap();
+    for i in 0..100 {
+        let v = format!("r{i}");
+        producer
+            .send(BaseRecord::<(), _>::to(&topic).payload(&v))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let consumer: BaseConsumer<LagContext> = kafka
+        .client_config()
+        .unwrap()
+        .set("group.id", unique_name("lag_stats"))
+        .set("statistics.interval.ms", "100")
+        .set("max.poll.interval.ms", "60000")
+        .create_with_context(LagContext(Default::default()))
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut consumed = 0;
+    while consumed < 40 {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            m.unwrap();
+            consumed += 1;
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // Paused: polling serves the statistics (a record fetched before the pause may still
+        // come, and is counted).
+        consumer.pause(&consumer.assignment().unwrap()).unwrap();
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            consumed += 1;
+        }
+        if consumer.context().0.lock().unwrap().as_slice() == [(0, 100 - consumed)] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lag reported: {:?}",
+            consumer.context().0.lock().unwrap()
+        );
+    }
+}

@@ -1,11 +1,7 @@
-//! The producer: where PaySim data enters fraudstream. It simulates PaySim-like data (the Kaggle
-//! file cannot be shipped), reads the real file when a user has it, splits it by time into
-//! historical (training) and stream parts, and replays the stream into Kafka as Avro
-//! `Transaction`s, with the ground-truth `Label`s following after a delay, as chargebacks do.
+//! The producer: where data enters Kafka. It replays a PaySim file (the `paysim` crate reads,
+//! simulates and splits them) into Kafka as Avro `Transaction`s, with the ground-truth `Label`s
+//! following after a delay, as chargebacks do; and it sends dead-lettered records back to their
+//! source topic once their cause is fixed.
 
-pub mod paysim;
 pub mod publish;
 pub mod replay;
-pub mod simulate;
-pub mod split;
-pub mod stats;

@@ -5,11 +5,11 @@ use fraudstream_common::server::{self, Health};
 use fraudstream_common::telemetry::{self, TelemetryArgs};
 use fraudstream_schemas::topics;
 use indicatif::{ProgressBar, ProgressStyle};
+use paysim::{simulate, split, stats};
 use producer::publish::{publish, LabelDelay, PublishConfig};
 use producer::replay::{self, Filter, ReplayConfig};
-use producer::{simulate, split, stats};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -184,19 +184,19 @@ struct PublishArgs {
     #[arg(long)]
     limit: Option<u64>,
     /// Start again at the end of the file (ids get a loop number), until --limit or Ctrl-C.
-    #[arg(long = "loop")]
+    #[arg(long = "loop", env = "FRAUDSTREAM_LOOP")]
     repeat: bool,
     /// When labels follow: PaySim steps ("24", "24steps") or seconds ("30s"); 0 = at once.
     #[arg(long, env = "FRAUDSTREAM_LABEL_DELAY", default_value = "24steps")]
     label_delay: LabelDelay,
     /// Stop at the first malformed row (default: skip it, count it, report it).
-    #[arg(long)]
+    #[arg(long, env = "FRAUDSTREAM_STRICT")]
     strict: bool,
     /// Write malformed rows with line and reason to this CSV.
-    #[arg(long)]
+    #[arg(long, env = "FRAUDSTREAM_REJECTS")]
     rejects: Option<PathBuf>,
     /// Transaction id prefix (ids are <prefix>-<line>); default: the file's name.
-    #[arg(long)]
+    #[arg(long, env = "FRAUDSTREAM_ID_PREFIX")]
     id_prefix: Option<String>,
     /// Topic for transactions.
     #[arg(long, env = "FRAUDSTREAM_TRANSACTIONS_TOPIC", default_value = topics::TRANSACTIONS)]
@@ -240,175 +240,192 @@ async fn main() -> Result<()> {
             seed,
             out,
             stats,
-        } => {
-            let file = std::fs::File::create(&out)
-                .with_context(|| format!("creating {}", out.display()))?;
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-            let pb = bar(Some(rows), "rows");
-            let start = std::time::Instant::now();
-            let summary = simulate::simulate(rows, seed, &mut w, |n| pb.set_position(n))
-                .with_context(|| format!("writing {}", out.display()))?;
-            pb.finish_and_clear();
-            let secs = start.elapsed().as_secs_f64();
-            println!(
-                "wrote {} rows to {} in {:.1}s ({:.0} rows/s): {} fraud, {} flagged, seed {}",
-                summary.rows,
-                out.display(),
-                secs,
-                summary.rows as f64 / secs,
-                summary.fraud_rows,
-                summary.flagged_rows,
-                seed
-            );
-            if stats {
-                print!("{}", stats::FileStats::of_file(&out)?.report());
-            }
-        }
+        } => simulate_file(rows, seed, &out, stats),
         Command::Stats { input } => {
             print!("{}", stats::FileStats::of_file(&input)?.report());
+            Ok(())
         }
         Command::Split {
             input,
             ratio,
             out_dir,
-        } => {
-            if !(0.0..=1.0).contains(&ratio) {
-                bail!("--ratio must be between 0 and 1 (got {ratio})");
+        } => split_file(&input, ratio, &out_dir),
+        Command::ReplayDlq(args) => replay_dlq(*args).await,
+        Command::Publish(args) => publish_file(*args).await,
+    }
+}
+
+/// `producer simulate`.
+fn simulate_file(rows: u64, seed: u64, out: &Path, stats: bool) -> Result<()> {
+    let file =
+        std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let pb = bar(Some(rows), "rows");
+    let start = std::time::Instant::now();
+    let summary = simulate::simulate(rows, seed, &mut w, |n| pb.set_position(n))
+        .with_context(|| format!("writing {}", out.display()))?;
+    pb.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "wrote {} rows to {} in {:.1}s ({:.0} rows/s): {} fraud, {} flagged, seed {}",
+        summary.rows,
+        out.display(),
+        secs,
+        summary.rows as f64 / secs,
+        summary.fraud_rows,
+        summary.flagged_rows,
+        seed
+    );
+    if stats {
+        print!("{}", stats::FileStats::of_file(out)?.report());
+    }
+    Ok(())
+}
+
+/// `producer split`.
+fn split_file(input: &Path, ratio: f64, out_dir: &Path) -> Result<()> {
+    if !(0.0..=1.0).contains(&ratio) {
+        bail!("--ratio must be between 0 and 1 (got {ratio})");
+    }
+    std::fs::create_dir_all(out_dir)?;
+    let (h, s) = (out_dir.join("historical.csv"), out_dir.join("stream.csv"));
+    let r = split::split(input, ratio, &h, &s)?;
+    println!(
+        "cut after step {}: {} ({} rows, {} fraud) | {} ({} rows, {} fraud){}",
+        r.cut_step,
+        h.display(),
+        r.historical_rows,
+        r.historical_fraud,
+        s.display(),
+        r.stream_rows,
+        r.stream_fraud,
+        if r.bad_rows > 0 {
+            format!(" | {} bad rows left out", r.bad_rows)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// `producer publish`.
+async fn publish_file(args: PublishArgs) -> Result<()> {
+    let PublishArgs {
+        kafka,
+        input,
+        rate,
+        speedup,
+        limit,
+        repeat,
+        label_delay,
+        strict,
+        rejects,
+        id_prefix,
+        transactions_topic,
+        labels_topic,
+        partitions,
+        metrics_addr,
+    } = args;
+    fraudstream_common::check_connections(Some(&kafka), None).await?;
+    let metrics = PublishMetrics::new()?;
+    if let Some(addr) = metrics_addr {
+        let health = Health::new();
+        health.set_ready("publishing");
+        server::serve(addr, metrics.registry.clone(), health).await?;
+    }
+    let id_prefix = id_prefix.unwrap_or_else(|| {
+        input
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "tx".into())
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        fraudstream_common::shutdown_signal().await;
+        eprintln!("stopping: flushing what was sent (Ctrl-C again to abort)");
+        flag.store(true, Ordering::Relaxed);
+        fraudstream_common::shutdown_signal().await;
+        std::process::exit(130);
+    });
+    let pb = bar(limit, "transactions");
+    let pb2 = pb.clone();
+    let cfg = PublishConfig {
+        input,
+        transactions_topic,
+        labels_topic,
+        partitions,
+        rate,
+        speedup,
+        limit,
+        repeat,
+        label_delay,
+        strict,
+        id_prefix,
+    };
+    let s = publish(&kafka, cfg, stop, move |s| {
+        metrics.update(s);
+        pb2.set_position(s.sent);
+        pb2.set_message(format!("sent, {} acked, {} labels", s.acked, s.labels_sent));
+    })
+    .await?;
+    pb.finish_and_clear();
+    report_publish(&s, rejects.as_deref())
+}
+
+/// What `publish` prints at the end; an error when Kafka did not acknowledge everything.
+fn report_publish(s: &producer::publish::PublishSummary, rejects: Option<&Path>) -> Result<()> {
+    println!(
+        "published {} transactions in {:.1}s ({:.0} tx/s): {} acknowledged, {} failed; labels: {} sent, {} acknowledged, {} failed{}",
+        s.sent,
+        s.elapsed.as_secs_f64(),
+        s.rate(),
+        s.acked,
+        s.failed,
+        s.labels_sent,
+        s.labels_acked,
+        s.labels_failed,
+        if s.interrupted { " (interrupted)" } else { "" }
+    );
+    if s.labels_early > 0 {
+        println!(
+            "{} labels were sent before their delay because of the interrupt",
+            s.labels_early
+        );
+    }
+    if let Some(e) = &s.first_delivery_error {
+        println!("first delivery error: {e}");
+    }
+    if s.bad_row_count > 0 {
+        println!("{} malformed rows skipped:", s.bad_row_count);
+        for b in s.bad_rows.iter().take(10) {
+            println!("  line {}: {}", b.line, b.reason);
+        }
+        if let Some(path) = rejects {
+            let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+            writeln!(w, "line,reason,row")?;
+            for b in &s.bad_rows {
+                writeln!(
+                    w,
+                    "{},\"{}\",\"{}\"",
+                    b.line,
+                    b.reason.replace('"', "'"),
+                    b.text.replace('"', "'")
+                )?;
             }
-            std::fs::create_dir_all(&out_dir)?;
-            let (h, s) = (out_dir.join("historical.csv"), out_dir.join("stream.csv"));
-            let r = split::split(&input, ratio, &h, &s)?;
             println!(
-                "cut after step {}: {} ({} rows, {} fraud) | {} ({} rows, {} fraud){}",
-                r.cut_step,
-                h.display(),
-                r.historical_rows,
-                r.historical_fraud,
-                s.display(),
-                r.stream_rows,
-                r.stream_fraud,
-                if r.bad_rows > 0 {
-                    format!(" | {} bad rows left out", r.bad_rows)
-                } else {
-                    String::new()
-                }
+                "  (first {} written to {})",
+                s.bad_rows.len(),
+                path.display()
             );
         }
-        Command::ReplayDlq(args) => replay_dlq(*args).await?,
-        Command::Publish(args) => {
-            let PublishArgs {
-                kafka,
-                input,
-                rate,
-                speedup,
-                limit,
-                repeat,
-                label_delay,
-                strict,
-                rejects,
-                id_prefix,
-                transactions_topic,
-                labels_topic,
-                partitions,
-                metrics_addr,
-            } = *args;
-            fraudstream_common::check_connections(Some(&kafka), None).await?;
-            let metrics = PublishMetrics::new()?;
-            if let Some(addr) = metrics_addr {
-                let health = Health::new();
-                health.set_ready("publishing");
-                server::serve(addr, metrics.registry.clone(), health).await?;
-            }
-            let id_prefix = id_prefix.unwrap_or_else(|| {
-                input
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "tx".into())
-            });
-            let stop = Arc::new(AtomicBool::new(false));
-            let flag = stop.clone();
-            tokio::spawn(async move {
-                fraudstream_common::shutdown_signal().await;
-                eprintln!("stopping: flushing what was sent (Ctrl-C again to abort)");
-                flag.store(true, Ordering::Relaxed);
-                fraudstream_common::shutdown_signal().await;
-                std::process::exit(130);
-            });
-            let pb = bar(limit, "transactions");
-            let pb2 = pb.clone();
-            let cfg = PublishConfig {
-                input,
-                transactions_topic,
-                labels_topic,
-                partitions,
-                rate,
-                speedup,
-                limit,
-                repeat,
-                label_delay,
-                strict,
-                id_prefix,
-            };
-            let s = publish(&kafka, cfg, stop, move |s| {
-                metrics.update(s);
-                pb2.set_position(s.sent);
-                pb2.set_message(format!("sent, {} acked, {} labels", s.acked, s.labels_sent));
-            })
-            .await?;
-            pb.finish_and_clear();
-            println!(
-                "published {} transactions in {:.1}s ({:.0} tx/s): {} acknowledged, {} failed; labels: {} sent, {} acknowledged, {} failed{}",
-                s.sent,
-                s.elapsed.as_secs_f64(),
-                s.rate(),
-                s.acked,
-                s.failed,
-                s.labels_sent,
-                s.labels_acked,
-                s.labels_failed,
-                if s.interrupted { " (interrupted)" } else { "" }
-            );
-            if s.labels_early > 0 {
-                println!(
-                    "{} labels were sent before their delay because of the interrupt",
-                    s.labels_early
-                );
-            }
-            if let Some(e) = &s.first_delivery_error {
-                println!("first delivery error: {e}");
-            }
-            if s.bad_row_count > 0 {
-                println!("{} malformed rows skipped:", s.bad_row_count);
-                for b in s.bad_rows.iter().take(10) {
-                    println!("  line {}: {}", b.line, b.reason);
-                }
-                if let Some(path) = rejects {
-                    let mut w = std::io::BufWriter::new(std::fs::File::create(&path)?);
-                    writeln!(w, "line,reason,row")?;
-                    for b in &s.bad_rows {
-                        writeln!(
-                            w,
-                            "{},\"{}\",\"{}\"",
-                            b.line,
-                            b.reason.replace('"', "'"),
-                            b.text.replace('"', "'")
-                        )?;
-                    }
-                    println!(
-                        "  (first {} written to {})",
-                        s.bad_rows.len(),
-                        path.display()
-                    );
-                }
-            }
-            if s.failed > 0 || s.labels_failed > 0 {
-                bail!(
-                    "{} transactions and {} labels were not acknowledged by Kafka",
-                    s.failed,
-                    s.labels_failed
-                );
-            }
-        }
+    }
+    if s.failed > 0 || s.labels_failed > 0 {
+        bail!(
+            "{} transactions and {} labels were not acknowledged by Kafka",
+            s.failed,
+            s.labels_failed
+        );
     }
     Ok(())
 }
@@ -416,7 +433,7 @@ async fn main() -> Result<()> {
 /// The publisher's counters, as Prometheus sees them.
 struct PublishMetrics {
     registry: prometheus::Registry,
-    gauges: Vec<(prometheus::IntGauge, Getter)>,
+    counters: Vec<(prometheus::IntCounter, Getter)>,
 }
 
 /// Reads one count from the running summary.
@@ -427,44 +444,49 @@ impl PublishMetrics {
         let registry = prometheus::Registry::new();
         let defs: [(&str, &str, Getter); 6] = [
             (
-                "producer_transactions_sent",
+                "producer_transactions_sent_total",
                 "Transactions handed to Kafka",
                 |s| s.sent,
             ),
             (
-                "producer_transactions_acked",
+                "producer_transactions_acked_total",
                 "Transactions acknowledged by Kafka",
                 |s| s.acked,
             ),
             (
-                "producer_transactions_failed",
+                "producer_transactions_failed_total",
                 "Transactions Kafka did not acknowledge",
                 |s| s.failed,
             ),
-            ("producer_labels_sent", "Labels handed to Kafka", |s| {
-                s.labels_sent
-            }),
             (
-                "producer_labels_acked",
+                "producer_labels_sent_total",
+                "Labels handed to Kafka",
+                |s| s.labels_sent,
+            ),
+            (
+                "producer_labels_acked_total",
                 "Labels acknowledged by Kafka",
                 |s| s.labels_acked,
             ),
-            ("producer_bad_rows", "Malformed CSV rows skipped", |s| {
-                s.bad_row_count
-            }),
+            (
+                "producer_bad_rows_total",
+                "Malformed CSV rows skipped",
+                |s| s.bad_row_count,
+            ),
         ];
-        let mut gauges = Vec::new();
+        let mut counters = Vec::new();
         for (name, help, get) in defs {
-            let g = prometheus::IntGauge::new(name, help)?;
-            registry.register(Box::new(g.clone()))?;
-            gauges.push((g, get));
+            let c = prometheus::IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            counters.push((c, get));
         }
-        Ok(PublishMetrics { registry, gauges })
+        Ok(PublishMetrics { registry, counters })
     }
 
+    /// The summary's counts only grow: each counter catches up with its count.
     fn update(&self, s: &producer::publish::PublishSummary) {
-        for (g, get) in &self.gauges {
-            g.set(get(s) as i64);
+        for (c, get) in &self.counters {
+            c.inc_by(get(s).saturating_sub(c.get()));
         }
     }
 }

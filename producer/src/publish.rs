@@ -5,10 +5,10 @@
 //! run). Transaction ids are derived from the file and line (`<prefix>-<line>`), so publishing
 //! the same file again yields the same ids and the sink's dedup keeps one row per transaction.
 
-use crate::paysim::{BadRow, CsvError, CsvReader};
 use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
 use fraudstream_common::{now_millis, CommonError};
 use fraudstream_schemas::{Codec, Label, SchemaError, Transaction};
+use paysim::format::{BadRow, CsvError, CsvReader};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
@@ -315,6 +315,82 @@ pub async fn publish(
         .map_err(|e| PublishError::Config(format!("publisher thread failed: {e}")))?
 }
 
+impl Sender {
+    /// Sleeps until the next transaction is due: by `--rate`, or by `--speedup` (simulated steps
+    /// per second); at once otherwise.
+    fn pace(&self, start: Instant, sent: u64, elapsed_steps: i32) {
+        let due = match (self.cfg.rate, self.cfg.speedup) {
+            (Some(rate), _) => Duration::from_secs_f64(sent as f64 / rate),
+            (_, Some(speedup)) => Duration::from_secs_f64(elapsed_steps as f64 / speedup),
+            _ => return,
+        };
+        let now = start.elapsed();
+        if due > now + Duration::from_millis(1) {
+            std::thread::sleep(due - now);
+        }
+    }
+
+    /// Sends the pending labels whose time has come (by step or by clock).
+    fn send_due_labels(
+        &self,
+        pending: &mut VecDeque<PendingLabel>,
+        step: i32,
+        now: Instant,
+        summary: &mut PublishSummary,
+    ) -> Result<(), PublishError> {
+        while let Some(p) = pending.front() {
+            let ready = match self.cfg.label_delay {
+                LabelDelay::Steps(_) => p.due_step <= step,
+                LabelDelay::Seconds(_) => p.due_at <= now,
+            };
+            if !ready {
+                break;
+            }
+            self.send_label(p)?;
+            summary.labels_sent += 1;
+            pending.pop_front();
+        }
+        Ok(())
+    }
+
+    /// The label of a transaction just sent, due after `--label-delay`.
+    fn label(&self, step: i32, now: Instant, id: String, is_fraud: bool) -> PendingLabel {
+        PendingLabel {
+            due_step: match self.cfg.label_delay {
+                LabelDelay::Steps(n) => step + n,
+                LabelDelay::Seconds(_) => i32::MAX,
+            },
+            // From now, after the send, not from the loop's `now`: the transaction's event_time
+            // was taken in between (a send that waited on a full queue made labels arrive a few
+            // ms before the promised delay).
+            due_at: match self.cfg.label_delay {
+                LabelDelay::Seconds(secs) => Instant::now() + Duration::from_secs_f64(secs),
+                LabelDelay::Steps(_) => now,
+            },
+            transaction_id: id,
+            is_fraud,
+        }
+    }
+
+    /// Sends `label` now when there is no delay; otherwise keeps it until due.
+    fn queue_label(
+        &self,
+        label: PendingLabel,
+        pending: &mut VecDeque<PendingLabel>,
+        summary: &mut PublishSummary,
+    ) -> Result<(), PublishError> {
+        let delay = self.cfg.label_delay;
+        if delay == LabelDelay::Steps(0) || delay == LabelDelay::Seconds(0.0) {
+            self.send_label(&label)?;
+            summary.labels_sent += 1;
+        } else {
+            pending.push_back(label);
+            summary.labels_pending_peak = summary.labels_pending_peak.max(pending.len() as u64);
+        }
+        Ok(())
+    }
+}
+
 fn run(
     s: Sender,
     stop: Arc<AtomicBool>,
@@ -354,35 +430,10 @@ fn run(
                     continue;
                 }
             };
-            // Pace: where should we be in time by now?
             let step = clock.step(row.step);
-            let due = match (s.cfg.rate, s.cfg.speedup) {
-                (Some(rate), _) => Some(Duration::from_secs_f64(summary.sent as f64 / rate)),
-                (_, Some(speedup)) => Some(Duration::from_secs_f64(
-                    clock.elapsed_steps(step) as f64 / speedup,
-                )),
-                _ => None,
-            };
-            if let Some(due) = due {
-                let now = start.elapsed();
-                if due > now + Duration::from_millis(1) {
-                    std::thread::sleep(due - now);
-                }
-            }
-            // Labels whose time has come.
+            s.pace(start, summary.sent, clock.elapsed_steps(step));
             let now = Instant::now();
-            while let Some(p) = pending.front() {
-                let ready = match s.cfg.label_delay {
-                    LabelDelay::Steps(_) => p.due_step <= step,
-                    LabelDelay::Seconds(_) => p.due_at <= now,
-                };
-                if !ready {
-                    break;
-                }
-                s.send_label(p)?;
-                summary.labels_sent += 1;
-                pending.pop_front();
-            }
+            s.send_due_labels(&mut pending, step, now, &mut summary)?;
             let id = if round == 0 {
                 format!("{}-{line}", s.cfg.id_prefix)
             } else {
@@ -394,30 +445,11 @@ fn run(
             s.send(&s.cfg.transactions_topic, &tx.name_orig, &payload, TX)?;
             summary.sent += 1;
             sent_this_round += 1;
-            let label = PendingLabel {
-                due_step: match s.cfg.label_delay {
-                    LabelDelay::Steps(n) => step + n,
-                    LabelDelay::Seconds(_) => i32::MAX,
-                },
-                // From now, after the send, not from the loop's `now`: the transaction's
-                // event_time was taken in between (a send that waited on a full queue made labels
-                // arrive a few ms before the promised delay).
-                due_at: match s.cfg.label_delay {
-                    LabelDelay::Seconds(secs) => Instant::now() + Duration::from_secs_f64(secs),
-                    LabelDelay::Steps(_) => now,
-                },
-                transaction_id: tx.transaction_id,
-                is_fraud,
-            };
-            if s.cfg.label_delay == LabelDelay::Steps(0)
-                || s.cfg.label_delay == LabelDelay::Seconds(0.0)
-            {
-                s.send_label(&label)?;
-                summary.labels_sent += 1;
-            } else {
-                pending.push_back(label);
-                summary.labels_pending_peak = summary.labels_pending_peak.max(pending.len() as u64);
-            }
+            s.queue_label(
+                s.label(step, now, tx.transaction_id, is_fraud),
+                &mut pending,
+                &mut summary,
+            )?;
             if last_progress.elapsed() >= Duration::from_millis(100) {
                 last_progress = Instant::now();
                 snapshot(&mut summary, &s.deliveries);

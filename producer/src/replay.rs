@@ -132,7 +132,7 @@ pub async fn replay(
         ])?
         .create()?;
     // Read after init_transactions: a run fenced by this one has finished or aborted by now.
-    let mut replayed = read_ledger(&reader, &cfg.ledger_topic)?;
+    let replayed = read_ledger(&reader, &cfg.ledger_topic)?;
     let ranges = dlq_ranges(&reader, cfg)?;
     total(
         ranges
@@ -140,9 +140,14 @@ pub async fn replay(
             .map(|(_, from, end)| (end - from).max(0) as u64)
             .sum(),
     );
-    let mut report = ReplayReport::default();
-    let mut in_txn = 0usize;
-    let mut failure = None;
+    let mut run = Run {
+        cfg,
+        producer,
+        replayed,
+        report: ReplayReport::default(),
+        in_txn: 0,
+        failure: None,
+    };
     for (partition, from, end) in ranges {
         read_partition_range(
             &reader,
@@ -152,49 +157,73 @@ pub async fn replay(
             end,
             Duration::from_secs(120),
             |m| {
-                report.read += 1;
-                progress(report.read);
-                if failure.is_some() || cfg.filter.limit.is_some_and(|l| report.replayed >= l) {
-                    return;
-                }
-                let Some(source) = m.headers().and_then(DeadLetterSource::from_headers) else {
-                    report.no_source += 1;
-                    return;
-                };
-                if !cfg.filter.admits(m, &source) {
-                    report.filtered_out += 1;
-                    return;
-                }
-                let key = ledger_key(&source);
-                if replayed.contains(&key) {
-                    report.already_replayed += 1;
-                    return;
-                }
-                match &producer {
-                    None => dry_run_line(describe(m, &source)),
-                    Some(p) => {
-                        if let Err(e) = send_back(p, cfg, m, &source, &key, &mut in_txn) {
-                            failure = Some(e);
-                            return;
-                        }
-                    }
-                }
-                replayed.insert(key);
-                report.replayed += 1;
-                *report.by_target.entry(source.topic.clone()).or_default() += 1;
-                *report.by_error.entry(source.error.clone()).or_default() += 1;
+                run.report.read += 1;
+                progress(run.report.read);
+                run.take(m, &mut dry_run_line);
             },
         )?;
     }
-    if let Some(e) = failure {
+    if let Some(e) = run.failure {
         return Err(e);
     }
-    if let Some(p) = &producer {
-        if in_txn > 0 {
+    if let Some(p) = &run.producer {
+        if run.in_txn > 0 {
             p.commit_transaction(Duration::from_secs(60))?;
         }
     }
-    Ok(report)
+    Ok(run.report)
+}
+
+/// One replay in progress.
+struct Run<'a> {
+    cfg: &'a ReplayConfig,
+    /// None in a dry run.
+    producer: Option<BaseProducer>,
+    /// Source records replayed: the ledger, plus this run's.
+    replayed: HashSet<String>,
+    report: ReplayReport,
+    /// Records in the open transaction.
+    in_txn: usize,
+    /// The first send or commit that failed: the run stops there.
+    failure: Option<ReplayError>,
+}
+
+impl Run<'_> {
+    /// Replays one dead letter (or says it would), unless a filter, the ledger or the limit
+    /// says otherwise.
+    fn take(&mut self, m: &BorrowedMessage<'_>, dry_run_line: &mut impl FnMut(String)) {
+        let filter = &self.cfg.filter;
+        if self.failure.is_some() || filter.limit.is_some_and(|l| self.report.replayed >= l) {
+            return;
+        }
+        let Some(source) = m.headers().and_then(DeadLetterSource::from_headers) else {
+            self.report.no_source += 1;
+            return;
+        };
+        if !filter.admits(m, &source) {
+            self.report.filtered_out += 1;
+            return;
+        }
+        let key = ledger_key(&source);
+        if self.replayed.contains(&key) {
+            self.report.already_replayed += 1;
+            return;
+        }
+        match &self.producer {
+            None => dry_run_line(describe(m, &source)),
+            Some(p) => {
+                if let Err(e) = send_back(p, self.cfg, m, &source, &key, &mut self.in_txn) {
+                    self.failure = Some(e);
+                    return;
+                }
+            }
+        }
+        self.replayed.insert(key);
+        let r = &mut self.report;
+        r.replayed += 1;
+        *r.by_target.entry(source.topic.clone()).or_default() += 1;
+        *r.by_error.entry(source.error).or_default() += 1;
+    }
 }
 
 fn transactional_producer(cfg: &ReplayConfig) -> Result<BaseProducer, ReplayError> {

@@ -2,9 +2,9 @@
 
 use fraudstream_common::testing::{local_kafka, read_topic, unique_name};
 use fraudstream_schemas::{Codec, Label, Transaction};
-use producer::paysim::{CsvReader, HEADER};
+use paysim::{simulate::simulate, split::split};
+use paysim::{CsvReader, HEADER};
 use producer::publish::{publish, LabelDelay, PublishConfig, PublishError};
-use producer::{simulate::simulate, split::split};
 use rdkafka::Message;
 use std::collections::HashMap;
 use std::path::Path;

@@ -146,7 +146,7 @@ async fn main() {
             let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
                 .build()
                 .unwrap();
-            let mut reader = producer::paysim::CsvReader::open(std::path::Path::new(csv)).unwrap();
+            let mut reader = paysim::CsvReader::open(std::path::Path::new(csv)).unwrap();
             let mut sent = 0;
             while let Some((line, row)) = reader.next_row().unwrap() {
                 if sent >= n {
@@ -193,7 +193,7 @@ async fn main() {
             let subject_url = format!("{registry}/subjects/{}", topics::value_subject(&subject));
             curl(&["-X", "DELETE", &subject_url]);
             curl(&["-X", "DELETE", &format!("{subject_url}?permanent=true")]);
-            let mut reader = producer::paysim::CsvReader::open(std::path::Path::new(csv)).unwrap();
+            let mut reader = paysim::CsvReader::open(std::path::Path::new(csv)).unwrap();
             let mut sent = 0;
             while let Some((line, row)) = reader.next_row().unwrap() {
                 if sent >= n {

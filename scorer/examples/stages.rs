@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
     let codec = Codec::new(&registry);
     let id = codec.schema_id::<Transaction>("stages-tx").await?;
     let pid = codec.schema_id::<Prediction>("stages-out").await?;
-    let mut reader = producer::paysim::CsvReader::open(csv)?;
+    let mut reader = paysim::CsvReader::open(csv)?;
     let mut payloads = Vec::new();
     while let Some((line, row)) = reader.next_row()? {
         let Ok(r) = row else { continue };

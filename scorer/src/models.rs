@@ -3,13 +3,16 @@
 //! LightGBM boosters (they are not `Send`) and swaps them between batches, so scoring never pauses.
 
 use crate::metrics::ScorerMetrics;
+use crate::{Engine, ScorerError};
 use fraudstream_common::kafka::KafkaArgs;
+use fraudstream_common::model::bootstrap_record;
 use fraudstream_common::model::LoadedModel;
 use fraudstream_common::registry_wait::RegistryWait;
 use fraudstream_schemas::{Codec, ModelRecord, ModelStatus};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,23 +59,10 @@ pub fn spawn_watcher(
         .spawn(move || {
             let mut caught_up = false;
             while !stop.load(Ordering::Relaxed) {
-                if !caught_up {
-                    let done = ends.iter().all(|(p, high)| {
-                        *high == 0
-                            || consumer
-                                .position()
-                                .ok()
-                                .and_then(|pos| {
-                                    pos.find_partition(&topic, *p)
-                                        .and_then(|e| e.offset().to_raw())
-                                })
-                                .is_some_and(|o| o >= *high)
-                    });
-                    if done {
-                        caught_up = true;
-                        if events.send(ModelEvent::CaughtUp).is_err() {
-                            return;
-                        }
+                if !caught_up && read_to(&consumer, &topic, &ends) {
+                    caught_up = true;
+                    if events.send(ModelEvent::CaughtUp).is_err() {
+                        return;
                     }
                 }
                 let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
@@ -109,6 +99,23 @@ pub fn spawn_watcher(
             }
         })
         .expect("spawning the model watcher"))
+}
+
+/// Whether `consumer` has read every partition of `topic` up to its end at start (`ends`).
+fn read_to(consumer: &BaseConsumer, topic: &str, ends: &[(i32, i64)]) -> bool {
+    if ends.iter().all(|(_, high)| *high == 0) {
+        return true; // an empty topic
+    }
+    let Ok(position) = consumer.position() else {
+        return false;
+    };
+    ends.iter().all(|(p, high)| {
+        *high == 0
+            || position
+                .find_partition(topic, *p)
+                .and_then(|e| e.offset().to_raw())
+                .is_some_and(|o| o >= *high)
+    })
 }
 
 /// The models the scoring thread serves: a champion (alerts) and optionally a challenger (shadow).
@@ -192,4 +199,47 @@ impl ModelSet {
             "model refused; the current model keeps serving"
         );
     }
+}
+
+/// Waits until the models topic was read to its end and a champion is known.
+pub(crate) fn initial_models(
+    engine: &Engine,
+    events: &Receiver<ModelEvent>,
+    bootstrap: Option<String>,
+) -> Result<ModelSet, ScorerError> {
+    let mut set = ModelSet::default();
+    if let Some(text) = bootstrap {
+        let record = bootstrap_record(&engine.cfg.model_name, text, engine.cfg.bootstrap_threshold);
+        let model = LoadedModel::from_record(&record).map_err(|e| ScorerError::Bootstrap {
+            path: engine
+                .cfg
+                .bootstrap_model
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            detail: e.to_string(),
+        })?;
+        set.champion = Some(model);
+        set.report(&engine.metrics);
+    }
+    engine.health.set_unready("reading the models topic");
+    let mut caught_up = false;
+    while !engine.stop.load(Ordering::Relaxed) {
+        match events.recv_timeout(Duration::from_millis(200)) {
+            Ok(ModelEvent::CaughtUp) => {
+                caught_up = true;
+                if set.champion.is_none() {
+                    tracing::warn!(topic = %engine.cfg.models_topic, "no champion model yet: waiting for one (or start with --model FILE)");
+                    engine.health.set_unready("waiting for a champion model");
+                }
+            }
+            Ok(ModelEvent::Record(r)) => set.apply(&r, &engine.cfg.model_name, &engine.metrics),
+            Ok(ModelEvent::Undecodable(e)) => set.refuse(e, &engine.metrics),
+            Err(_) => {}
+        }
+        if caught_up && set.champion.is_some() {
+            break;
+        }
+    }
+    Ok(set)
 }

@@ -8,12 +8,14 @@
 //! aborted commit (their `generation` is out of date); the stage then rebuilds its state.
 
 use crate::models::{ModelEvent, ModelSet};
+use crate::state;
 use crate::{Engine, ScorerError};
 use fraudstream_common::features::{push_features, AccountHistory, TxView, N_FEATURES};
-use fraudstream_schemas::{Codec, Prediction, Transaction};
+use fraudstream_schemas::{Codec, Prediction, SchemaError, Transaction};
 use rdkafka::consumer::BaseConsumer;
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -113,7 +115,7 @@ pub(crate) fn run(
     scored: Sender<Result<Scored, ScorerError>>,
     recycled: Receiver<Scored>,
 ) {
-    let models = match engine.initial_models(&events, bootstrap) {
+    let models = match crate::models::initial_models(&engine, &events, bootstrap) {
         Ok(m) => m,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -185,8 +187,25 @@ impl Stage {
             self.histories.clear();
             self.generation = batch.generation;
         }
-        let engine = &*self.engine;
         let started = Instant::now();
+        let mut out = self.output_buffers(batch);
+        let mut txs = std::mem::take(&mut self.txs);
+        txs.clear();
+        self.rows.clear();
+        self.features(batch, &mut txs, &mut out)?;
+        let result = self.predict_and_encode(&mut txs, &mut out);
+        self.txs = txs;
+        result?;
+        let metrics = &self.engine.metrics;
+        metrics.batch_size.observe(batch.records.len() as f64);
+        metrics
+            .scoring_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(out)
+    }
+
+    /// Output buffers sent back by the Kafka thread, or new ones.
+    fn output_buffers(&self, batch: &Batch) -> Scored {
         let mut out = match self.recycled.try_recv() {
             Ok(mut out) => {
                 out.bytes.clear();
@@ -200,33 +219,54 @@ impl Stage {
             },
         };
         out.generation = batch.generation;
-        self.rows.clear();
-        let mut txs = std::mem::take(&mut self.txs);
-        txs.clear();
+        out
+    }
+
+    /// Decodes each record, updates its account's state and appends its features to `rows`; a
+    /// record that does not decode becomes a dead letter in `out`.
+    fn features(
+        &mut self,
+        batch: &Batch,
+        txs: &mut Vec<Transaction>,
+        out: &mut Scored,
+    ) -> Result<(), ScorerError> {
+        let engine = &*self.engine;
         for (index, r) in batch.records.iter().enumerate() {
             let decoded = match batch.payload(r) {
                 None => Err("empty payload (tombstone) on the transactions topic".to_string()),
-                Some(pl) => engine.decode(pl)?.map_err(|e| e.to_string()),
+                Some(pl) => decode(engine, pl)?.map_err(|e| e.to_string()),
             };
-            match decoded {
-                Ok(tx) => {
-                    let history = match self.histories.entry(r.partition) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            let reader = match &mut self.reader {
-                                Some(reader) => reader,
-                                None => self.reader.insert(engine.state_reader()?),
-                            };
-                            e.insert(engine.rebuild_state(reader, r.partition, r.offset)?)
-                        }
-                    };
-                    let account = history.observe(&tx.name_orig, r.offset, tx.step, tx.amount);
-                    push_features(&TxView::from(&tx), account, &mut self.rows);
-                    txs.push(tx);
+            let tx = match decoded {
+                Ok(tx) => tx,
+                Err(reason) => {
+                    out.outputs.push(Output::DeadLetter { index, reason });
+                    continue;
                 }
-                Err(reason) => out.outputs.push(Output::DeadLetter { index, reason }),
-            }
+            };
+            let history = match self.histories.entry(r.partition) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let reader = match &mut self.reader {
+                        Some(reader) => reader,
+                        None => self.reader.insert(state::reader(engine)?),
+                    };
+                    e.insert(state::rebuild(engine, reader, r.partition, r.offset)?)
+                }
+            };
+            let account = history.observe(&tx.name_orig, r.offset, tx.step, tx.amount);
+            push_features(&TxView::from(&tx), account, &mut self.rows);
+            txs.push(tx);
         }
+        Ok(())
+    }
+
+    /// Scores `rows` with the champion (and the challenger in shadow), explains the alerts, and
+    /// encodes a prediction (and an alert) per transaction into `out`.
+    fn predict_and_encode(
+        &self,
+        txs: &mut Vec<Transaction>,
+        out: &mut Scored,
+    ) -> Result<(), ScorerError> {
         let champion = self
             .models
             .champion
@@ -272,37 +312,54 @@ impl Stage {
                     Vec::new()
                 },
             };
-            let key = append(&mut out.bytes, |b| {
-                b.extend_from_slice(prediction.name_orig.as_bytes());
-                Ok(())
-            })?;
-            let payload = append(&mut out.bytes, |b| {
-                Codec::encode_into(engine.prediction_schema, &prediction, b)
-            })?;
-            let alert = if is_alert {
-                Some(append(&mut out.bytes, |b| {
-                    Codec::encode_into(engine.alert_schema, &prediction, b)
-                })?)
-            } else {
-                None
-            };
-            out.outputs.push(Output::Prediction {
-                key,
-                payload,
-                alert,
-                event_time: prediction.event_time,
-            });
+            self.encode(&prediction, out)?;
         }
-        self.txs = txs;
-        engine
-            .metrics
-            .batch_size
-            .observe(batch.records.len() as f64);
-        engine
-            .metrics
-            .scoring_seconds
-            .observe(started.elapsed().as_secs_f64());
-        Ok(out)
+        Ok(())
+    }
+
+    /// A prediction (and, for an alert, its copy under the alerts topic's schema id) into `out`.
+    fn encode(&self, prediction: &Prediction, out: &mut Scored) -> Result<(), ScorerError> {
+        let engine = &*self.engine;
+        let key = append(&mut out.bytes, |b| {
+            b.extend_from_slice(prediction.name_orig.as_bytes());
+            Ok(())
+        })?;
+        let payload = append(&mut out.bytes, |b| {
+            Codec::encode_into(engine.prediction_schema, prediction, b)
+        })?;
+        let alert = if prediction.is_alert {
+            Some(append(&mut out.bytes, |b| {
+                Codec::encode_into(engine.alert_schema, prediction, b)
+            })?)
+        } else {
+            None
+        };
+        out.outputs.push(Output::Prediction {
+            key,
+            payload,
+            alert,
+            event_time: prediction.event_time,
+        });
+        Ok(())
+    }
+}
+
+/// Decodes a transaction. While the registry cannot answer, waits (this batch and those
+/// behind it) rather than calling the record bad: `Err(StoppedInOutage)` only when the
+/// scorer stops during an outage. `Ok(Err(_))` is the record's own fault: a dead letter.
+pub(crate) fn decode(
+    engine: &Engine,
+    payload: &[u8],
+) -> Result<Result<Transaction, SchemaError>, ScorerError> {
+    if let Some(r) = engine.codec.decode_cached(payload) {
+        return Ok(r);
+    }
+    match engine.registry.retry_blocking(
+        || engine.stop.load(Ordering::Relaxed),
+        || engine.runtime.block_on(engine.codec.decode(payload)),
+    ) {
+        Err(e) if e.is_registry_unavailable() => Err(ScorerError::StoppedInOutage(e)),
+        r => Ok(r),
     }
 }
 

@@ -9,7 +9,7 @@ use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
 use fraudstream_common::model::{pack_model_text, LoadedModel};
 use fraudstream_common::testing::{headers_map, local_kafka, service_args, unique_name, Process};
 use fraudstream_schemas::{Codec, ModelRecord, Prediction, Transaction};
-use producer::paysim::CsvReader;
+use paysim::CsvReader;
 use producer::publish::{publish, PublishConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedMessage;
@@ -95,7 +95,7 @@ impl Topics {
 fn simulate(dir: &Path, rows: u64, seed: u64) -> std::path::PathBuf {
     let csv = dir.join("paysim.csv");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&csv).unwrap());
-    producer::simulate::simulate(rows, seed, &mut w, |_| {}).unwrap();
+    paysim::simulate::simulate(rows, seed, &mut w, |_| {}).unwrap();
     std::io::Write::flush(&mut w).unwrap();
     csv
 }
@@ -186,7 +186,7 @@ async fn three_scorers_one_killed_exactly_one_prediction_each_and_a_live_model_s
         dir.path().join("historical.csv"),
         dir.path().join("stream.csv"),
     );
-    producer::split::split(&all, 0.9, &hist, &stream).unwrap();
+    paysim::split::split(&all, 0.9, &hist, &stream).unwrap();
     let model_text = train(&hist, |is_fraud, _| is_fraud);
     let codec = Codec::new(&kafka.schema_registry);
     let raw: FutureProducer = kafka.client_config().unwrap().create().unwrap();

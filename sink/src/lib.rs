@@ -14,26 +14,28 @@
 
 pub mod metrics;
 pub mod rows;
+mod writer;
+
+use writer::{Batch, DeadLetter, Target, Writer};
 
 #[cfg(feature = "bigquery")]
 pub mod bigquery;
 
 use fraudstream_common::clickhouse::ClickHouseArgs;
 use fraudstream_common::kafka::{
-    dead_letter_headers, ensure_topics, KafkaArgs, TopicSpec, BULK_FETCH,
+    ensure_topics, lag_from_statistics, KafkaArgs, TopicSpec, BULK_FETCH,
 };
 use fraudstream_common::registry_wait::RegistryWait;
 use fraudstream_common::server::Health;
 use fraudstream_common::CommonError;
 use fraudstream_schemas::{Codec, Label, Prediction, SchemaError, Transaction};
 use metrics::SinkMetrics;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::producer::FutureProducer;
+use rdkafka::Message;
 use rows::{LabelRow, PredictionRow, TransactionRow};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -97,13 +99,6 @@ pub enum Destination {
     BigQuery(bigquery::BigQueryConfig),
 }
 
-/// The writing end of a [`Destination`].
-enum Target {
-    ClickHouse(clickhouse::Client),
-    #[cfg(feature = "bigquery")]
-    BigQuery(bigquery::BigQuery),
-}
-
 /// Counts of one run.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SinkSummary {
@@ -121,40 +116,6 @@ impl SinkSummary {
     }
 }
 
-/// A record that could not be decoded, on its way to the DLQ.
-#[derive(Debug, Clone)]
-struct DeadLetter {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-    reason: String,
-}
-
-/// Rows read since the last hand-over to the writer, and the offsets they cover.
-#[derive(Debug, Default)]
-struct Batch {
-    transactions: Vec<TransactionRow>,
-    predictions: Vec<PredictionRow>,
-    labels: Vec<LabelRow>,
-    dead_letters: Vec<DeadLetter>,
-    /// Next offset to commit per (topic, partition).
-    offsets: HashMap<(String, i32), i64>,
-    bytes: usize,
-    started: Option<Instant>,
-}
-
-impl Batch {
-    fn rows(&self) -> usize {
-        self.transactions.len() + self.predictions.len() + self.labels.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.offsets.is_empty()
-    }
-}
-
 /// Consumer settings; `-X` overrides any of them.
 const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.auto.commit", "false"),
@@ -164,10 +125,28 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("heartbeat.interval.ms", "1000"),
 ];
 
+/// Consumer callbacks: the lag from librdkafka's statistics (no request to the broker).
+pub(crate) struct SinkContext {
+    metrics: Arc<SinkMetrics>,
+}
+
+impl rdkafka::ClientContext for SinkContext {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        for (topic, partition, lag) in lag_from_statistics(&stats) {
+            self.metrics
+                .consumer_lag
+                .with_label_values(&[topic, &partition.to_string()])
+                .set(lag);
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for SinkContext {}
+
 /// The sink while it runs: the consumer, the batch being filled and the one being written.
 struct Sink {
     cfg: SinkConfig,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<SinkContext>>,
     codec: Arc<Codec>,
     registry: RegistryWait,
     writer: Arc<Writer>,
@@ -176,17 +155,6 @@ struct Sink {
     inflight: Option<JoinHandle<Result<u64, SinkError>>>,
     summary: SinkSummary,
     first_record: Option<Instant>,
-}
-
-/// Writes batches: ClickHouse (and BigQuery), then the DLQ, then the Kafka offsets.
-struct Writer {
-    cfg: SinkConfig,
-    target: Target,
-    consumer: Arc<StreamConsumer>,
-    dlq: FutureProducer,
-    metrics: Arc<SinkMetrics>,
-    health: Arc<Health>,
-    stop: watch::Receiver<bool>,
 }
 
 /// Applies the ClickHouse migrations, then consumes until `stop` turns true (flushing and
@@ -227,11 +195,13 @@ pub async fn run(
         1,
     )
     .await?;
-    let consumer: Arc<StreamConsumer> = Arc::new(
+    let consumer: Arc<StreamConsumer<SinkContext>> = Arc::new(
         cfg.kafka
             .client_config_with(&[CONSUMER_DEFAULTS, BULK_FETCH].concat())?
             .set("group.id", &cfg.group)
-            .create()?,
+            .create_with_context(SinkContext {
+                metrics: metrics.clone(),
+            })?,
     );
     consumer.subscribe(&topics)?;
     let dlq: FutureProducer = cfg
@@ -301,7 +271,6 @@ fn split_millis(ms: i64) -> (u32, u16) {
 impl Sink {
     async fn consume(&mut self, mut stop: watch::Receiver<bool>) -> Result<SinkSummary, SinkError> {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
-        let mut last_lag = Instant::now();
         let stop_after = self.cfg.stop_after.unwrap_or(u64::MAX);
         let consumer = self.consumer.clone();
         while !*stop.borrow() && self.summary.rows < stop_after {
@@ -324,10 +293,6 @@ impl Sink {
                     // A finished write is collected here, so `stop_after` sees its rows.
                     if self.inflight.as_ref().is_some_and(|h| h.is_finished()) {
                         self.wait_for_writer().await?;
-                    }
-                    if last_lag.elapsed() >= Duration::from_secs(5) {
-                        last_lag = Instant::now();
-                        self.report_lag().await;
                     }
                 }
             }
@@ -439,28 +404,6 @@ impl Sink {
         self.summary.retries = self.metrics.retries.get();
         Ok(())
     }
-
-    async fn report_lag(&self) {
-        let consumer = self.consumer.clone();
-        let metrics = self.metrics.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let Ok(position) = consumer.position() else {
-                return;
-            };
-            for e in position.elements() {
-                if let (Offset::Offset(pos), Ok((_, high))) = (
-                    e.offset(),
-                    consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(1)),
-                ) {
-                    metrics
-                        .consumer_lag
-                        .with_label_values(&[e.topic(), &e.partition().to_string()])
-                        .set((high - pos).max(0));
-                }
-            }
-        })
-        .await;
-    }
 }
 
 async fn decode<T: fraudstream_schemas::AvroRecord>(
@@ -503,156 +446,4 @@ impl Sink {
                 }
             })
     }
-}
-
-/// One batch into ClickHouse's three tables.
-async fn insert_clickhouse(client: &clickhouse::Client, batch: &Batch) -> Result<(), SinkError> {
-    insert_rows(client, "transactions", &batch.transactions).await?;
-    insert_rows(client, "predictions", &batch.predictions).await?;
-    insert_rows(client, "labels", &batch.labels).await
-}
-
-impl Writer {
-    /// Inserts the batch (retrying until it succeeds or the sink stops), dead-letters its bad
-    /// records, then commits its offsets. Returns the rows inserted.
-    #[tracing::instrument(name = "write_batch", skip_all, fields(rows = batch.rows()))]
-    async fn write(&self, batch: Batch) -> Result<u64, SinkError> {
-        let started = Instant::now();
-        match &self.target {
-            Target::ClickHouse(client) => {
-                self.until_ok("ClickHouse", batch.rows(), || {
-                    insert_clickhouse(client, &batch)
-                })
-                .await?;
-                self.metrics.clickhouse_up.set(1);
-                self.send_dead_letters(&batch.dead_letters).await?;
-            }
-            #[cfg(feature = "bigquery")]
-            Target::BigQuery(bq) => {
-                self.until_ok("BigQuery", batch.predictions.len(), || {
-                    bq.insert_predictions(&batch.predictions)
-                })
-                .await?;
-            }
-        }
-        self.metrics
-            .insert_seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.commit(&batch.offsets).await;
-        let rows = batch.rows() as u64;
-        self.metrics.batches.inc();
-        for (table, n) in [
-            ("transactions", batch.transactions.len()),
-            ("predictions", batch.predictions.len()),
-            ("labels", batch.labels.len()),
-        ] {
-            self.metrics
-                .rows_inserted
-                .with_label_values(&[table])
-                .inc_by(n as u64);
-        }
-        Ok(rows)
-    }
-
-    /// Calls `attempt` until it succeeds, backing off up to `max_backoff`, while the sink runs.
-    async fn until_ok<F, Fut>(
-        &self,
-        destination: &str,
-        rows: usize,
-        mut attempt: F,
-    ) -> Result<(), SinkError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<(), SinkError>>,
-    {
-        let mut backoff = Duration::from_millis(250);
-        let mut failed = false;
-        loop {
-            match attempt().await {
-                Ok(()) => {
-                    if failed {
-                        tracing::info!(destination, "inserts accepted again");
-                        self.health.set_ready("consuming");
-                    }
-                    return Ok(());
-                }
-                Err(e) => {
-                    failed = true;
-                    self.metrics.retries.inc();
-                    if destination == "ClickHouse" {
-                        self.metrics.clickhouse_up.set(0);
-                    }
-                    self.health
-                        .set_unready(format!("{destination} insert failing, retrying: {e}"));
-                    tracing::warn!(destination, error = %e, rows, backoff_ms = backoff.as_millis() as u64, "insert failed; retrying (offsets stay uncommitted)");
-                    if *self.stop.borrow() {
-                        return Err(SinkError::Stopped);
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.cfg.max_backoff);
-                }
-            }
-        }
-    }
-
-    async fn send_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), SinkError> {
-        let mut pending = Vec::with_capacity(letters.len());
-        for d in letters {
-            let mut record = FutureRecord::<[u8], [u8]>::to(&self.cfg.dlq_topic).headers(
-                dead_letter_headers(&d.reason, &d.topic, d.partition, d.offset),
-            );
-            if let Some(k) = &d.key {
-                record = record.key(k);
-            }
-            if let Some(p) = &d.payload {
-                record = record.payload(p);
-            }
-            pending.push(self.dlq.send(record, Duration::from_secs(60)));
-        }
-        for r in futures::future::join_all(pending).await {
-            r.map_err(|(e, _)| e)?;
-            self.metrics.dlq.inc();
-        }
-        Ok(())
-    }
-
-    /// A failed commit is not fatal: the rows are in ClickHouse, and whoever reads the partition
-    /// next re-inserts them, which the tables deduplicate.
-    async fn commit(&self, offsets: &HashMap<(String, i32), i64>) {
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in offsets {
-            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
-        }
-        let consumer = self.consumer.clone();
-        let result =
-            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                self.metrics.commit_failures.inc();
-                tracing::warn!(error = %e, "offset commit failed after a successful insert; the rows will be re-read and deduplicated");
-            }
-            Err(e) => tracing::error!(error = %e, "offset commit task failed"),
-        }
-    }
-}
-
-/// One RowBinary insert of `rows` into `table` (nothing when empty).
-async fn insert_rows<R>(
-    client: &clickhouse::Client,
-    table: &str,
-    rows: &[R],
-) -> Result<(), SinkError>
-where
-    R: clickhouse::RowOwned + clickhouse::RowWrite,
-{
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut insert = client.insert::<R>(table).await?;
-    for r in rows {
-        insert.write(r).await?;
-    }
-    insert.end().await?;
-    Ok(())
 }

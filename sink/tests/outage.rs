@@ -7,45 +7,12 @@
 mod support;
 
 use fraudstream_common::clickhouse::ClickHouseArgs;
-use fraudstream_common::testing::Process;
 use fraudstream_common::testing::{
-    local_kafka, read_topic, start_registry, terminate_and_wait, unique_name,
+    free_port, local_kafka, read_topic, start_clickhouse, start_registry, terminate_and_wait,
+    unique_name,
 };
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
-
-use fraudstream_common::testing::free_port;
-
-fn start_clickhouse(dir: &Path, http: u16, tcp: u16) -> Process {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/local/clickhouse-config.sh"
-    );
-    let ok = Command::new(script)
-        .args([dir.to_str().unwrap(), &http.to_string(), &tcp.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    Command::new("clickhouse-server")
-        .arg(format!("--config-file={}/config.xml", dir.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("clickhouse-server (deploy/local/install.sh installs it)")
-        .into()
-}
-
-async fn wait_up(ch: &ClickHouseArgs) {
-    for _ in 0..120 {
-        if ch.server_client().query("SELECT 1").execute().await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("private ClickHouse did not start");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_down_20s_mid_run_loses_nothing() {
@@ -55,8 +22,7 @@ async fn clickhouse_down_20s_mid_run_loses_nothing() {
     let dir = std::env::temp_dir().join(unique_name("ch_outage"));
     let (http, tcp) = (free_port(), free_port());
     let ch = ClickHouseArgs::new(&format!("http://127.0.0.1:{http}"), "outage");
-    let mut server = start_clickhouse(&dir, http, tcp);
-    wait_up(&ch).await;
+    let mut server = start_clickhouse(&dir, http, tcp).await;
     names.create(&kafka).await;
     let sink_child = sink(&kafka, &ch, &names, &[]);
     let publisher = {
@@ -67,8 +33,7 @@ async fn clickhouse_down_20s_mid_run_loses_nothing() {
     server.kill().unwrap();
     server.wait().unwrap();
     tokio::time::sleep(Duration::from_secs(20)).await;
-    server = start_clickhouse(&dir, http, tcp);
-    wait_up(&ch).await;
+    server = start_clickhouse(&dir, http, tcp).await;
     publisher.await.unwrap();
     wait_for_rows(&ch, "predictions", N, Duration::from_secs(180)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -18,7 +18,7 @@ use fraudstream_common::features::{
     feature_names, push_features, AccountHistory, TxView, N_FEATURES,
 };
 use fraudstream_schemas::TransactionType;
-use producer::paysim::{CsvError, CsvReader};
+use paysim::{CsvError, CsvReader};
 use std::collections::HashMap;
 
 pub use registry::{publish_model, read_models};

@@ -7,10 +7,10 @@ use fraudstream_common::clickhouse::ClickHouseArgs;
 use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
 use fraudstream_common::model::LoadedModel;
 use fraudstream_common::testing::{
-    local_clickhouse, local_kafka, service_args, unique_name, Process,
+    free_port, local_clickhouse, local_kafka, service_args, start_clickhouse, unique_name, Process,
 };
 use fraudstream_schemas::ModelStatus;
-use producer::paysim::CsvReader;
+use paysim::CsvReader;
 use sink::rows::{LabelRow, TransactionRow};
 use std::path::Path;
 use std::process::Command;
@@ -22,7 +22,7 @@ use trainer::{examples_from_csv, read_models, train, Publisher, TrainParams};
 fn simulate(dir: &Path, rows: u64) -> std::path::PathBuf {
     let path = dir.join("paysim.csv");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    producer::simulate::simulate(rows, 11, &mut out, |_| {}).unwrap();
+    paysim::simulate::simulate(rows, 11, &mut out, |_| {}).unwrap();
     path
 }
 
@@ -86,6 +86,21 @@ fn trainer_cmd(kafka: &KafkaArgs, ch: &ClickHouseArgs, topic: &str, sub: &str) -
         .args(["--models-topic", topic])
         .env("RUST_LOG", "warn");
     c
+}
+
+/// Waits for `p` to exit (a `watch --max-trainings 1` once it trained); fails after `secs`.
+async fn exit_within(p: &mut Process, secs: u64) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(s) = p.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(secs),
+            "watch did not retrain within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn champion_version(records: &[fraudstream_schemas::ModelRecord]) -> Option<i32> {
@@ -193,18 +208,7 @@ async fn bootstrap_watch_gate_and_rollback() {
         r#"{"min_rows": 100000, "limit": 300000, "poll_seconds": 0.3}"#,
     )
     .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = watch.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "watch did not retrain"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert!(status.success());
+    assert!(exit_within(&mut watch, 180).await.success(), "watch failed");
     let st: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     assert_eq!(st["last_count"], 300_000);
@@ -248,4 +252,70 @@ async fn bootstrap_watch_gate_and_rollback() {
         .query(&format!("DROP DATABASE {}", ch.database))
         .execute()
         .await;
+}
+
+/// ClickHouse is killed and restarted while `watch` runs: the watcher logs the failed cycles and
+/// goes on (it used to exit on an error while reading the examples), then trains once enough
+/// labelled rows are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_survives_a_clickhouse_restart() {
+    let kafka = local_kafka();
+    let name = unique_name("trainer_watch_restart");
+    let dir = tempfile::tempdir().unwrap();
+    let (http, tcp) = (free_port(), free_port());
+    let ch_dir = dir.path().join("clickhouse");
+    let mut server = start_clickhouse(&ch_dir, http, tcp).await;
+    let ch = ClickHouseArgs::new(&format!("http://127.0.0.1:{http}"), &name);
+    ch.migrate().await.unwrap();
+    let csv = simulate(dir.path(), 200_000);
+    land(&ch, &csv, 0, 200_000).await;
+    let topic = format!("{name}_models");
+    let (config, state) = (dir.path().join("watch.json"), dir.path().join("state.json"));
+    std::fs::write(
+        &config,
+        r#"{"min_rows": 1000000000, "limit": 200000, "poll_seconds": 0.3}"#,
+    )
+    .unwrap();
+    let mut watch = trainer_cmd(&kafka, &ch, &topic, "watch")
+        .args(["--config", config.to_str().unwrap()])
+        .args(["--state", state.to_str().unwrap()])
+        .args(["--max-trainings", "1", "--max-rounds", "40", "--force"])
+        .args(["--report", dir.path().join("report").to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map(Process::from)
+        .unwrap();
+    // Killed once the watcher is past its start (where a missing ClickHouse is an error).
+    let stdout = std::io::BufReader::new(watch.stdout.take().unwrap());
+    let (watching, started) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in stdout.lines().map_while(Result::ok) {
+            if line.starts_with("watching ") {
+                let _ = watching.send(());
+            }
+        }
+    });
+    started
+        .recv_timeout(Duration::from_secs(60))
+        .expect("watch did not start watching");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    // Due as soon as ClickHouse answers again; meanwhile every cycle fails.
+    std::fs::write(
+        &config,
+        r#"{"min_rows": 100000, "limit": 200000, "poll_seconds": 0.3}"#,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        watch.try_wait().unwrap().is_none(),
+        "watch exited while ClickHouse was down"
+    );
+    let _server = start_clickhouse(&ch_dir, http, tcp).await;
+    assert!(exit_within(&mut watch, 180).await.success(), "watch failed");
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(st["last_count"], 200_000);
+    assert_eq!(st["trainings"], 1);
 }

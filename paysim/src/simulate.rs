@@ -14,7 +14,7 @@
 //!
 //! Deterministic per seed. Money is kept in cents so rows format without float printing.
 
-use crate::paysim::{write_header, CentsRow};
+use crate::format::{write_header, CentsRow};
 use fraudstream_schemas::TransactionType;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

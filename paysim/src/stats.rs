@@ -1,7 +1,7 @@
 //! Statistics of a PaySim file, printed beside PaySim's published figures so a user can judge a
 //! generated (or real) file at a glance.
 
-use crate::paysim::{BadRow, CsvError, CsvReader, PaySimRow};
+use crate::format::{BadRow, CsvError, CsvReader, PaySimRow};
 use crate::simulate::PAYSIM_TYPE_SHARES;
 use fraudstream_schemas::TransactionType;
 use std::fmt::Write as _;

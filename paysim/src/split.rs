@@ -1,7 +1,7 @@
 //! The historical/stream split, by time (step), never by random rows: a model is trained on the
 //! past and judged on the future, as it will be used.
 
-use crate::paysim::{parse_row, CsvError, CsvReader, HEADER};
+use crate::format::{parse_row, CsvError, CsvReader, HEADER};
 use std::io::{BufRead, BufWriter, Write};
 use std::path::Path;
 

@@ -1,8 +1,8 @@
 //! The simulator's output, judged the way a user compares a file with PaySim's published figures.
 
 use fraudstream_schemas::TransactionType;
-use producer::simulate::{simulate, PAYSIM_TYPE_SHARES};
-use producer::stats::FileStats;
+use paysim::simulate::{simulate, PAYSIM_TYPE_SHARES};
+use paysim::stats::FileStats;
 
 #[test]
 fn one_million_rows_look_like_paysim() {
