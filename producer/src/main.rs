@@ -257,8 +257,7 @@ async fn main() -> Result<()> {
 
 /// `producer simulate`.
 fn simulate_file(rows: u64, seed: u64, out: &Path, stats: bool) -> Result<()> {
-    let file =
-        std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     let pb = bar(Some(rows), "rows");
     let start = std::time::Instant::now();

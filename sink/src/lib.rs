@@ -61,6 +61,51 @@ pub enum SinkError {
     Writer(String),
 }
 
+/// ClickHouse error codes that say the rows do not fit the table: no retry changes that (a
+/// column dropped or retyped under the sink, a value out of the column's range, input the server
+/// cannot parse). Everything else (network, timeouts, memory, too many parts, a login or a table
+/// being fixed) is retried. See `ErrorCodes.cpp` in ClickHouse for the numbers.
+const PERMANENT_CLICKHOUSE_CODES: &[u32] = &[
+    6,   // CANNOT_PARSE_TEXT
+    8,   // THERE_IS_NO_COLUMN
+    10,  // NOT_FOUND_COLUMN_IN_BLOCK
+    16,  // NO_SUCH_COLUMN_IN_TABLE
+    26,  // CANNOT_PARSE_QUOTED_STRING
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    38,  // CANNOT_PARSE_DATE
+    41,  // CANNOT_PARSE_DATETIME
+    44,  // ILLEGAL_COLUMN
+    47,  // UNKNOWN_IDENTIFIER
+    53,  // TYPE_MISMATCH
+    69,  // ARGUMENT_OUT_OF_BOUND
+    70,  // CANNOT_CONVERT_TYPE
+    72,  // CANNOT_PARSE_NUMBER
+    117, // INCORRECT_DATA
+    321, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    349, // CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+];
+
+impl SinkError {
+    /// True when ClickHouse refused the rows for a reason a retry cannot change (see
+    /// [`PERMANENT_CLICKHOUSE_CODES`]): the batch is dead-lettered instead of retried for ever.
+    pub fn is_permanent(&self) -> bool {
+        use clickhouse::error::Error;
+        match self {
+            SinkError::ClickHouse(Error::BadResponse(message)) => clickhouse_code(message)
+                .is_some_and(|code| PERMANENT_CLICKHOUSE_CODES.contains(&code)),
+            SinkError::ClickHouse(Error::SchemaMismatch(_) | Error::Custom(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The number in a ClickHouse exception ("Code: 16. DB::Exception: ...").
+fn clickhouse_code(message: &str) -> Option<u32> {
+    let rest = &message[message.find("Code: ")? + "Code: ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 /// Everything the sink needs. Built by `main` from flags and env.
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
@@ -332,6 +377,9 @@ impl Sink {
         }
         let b = &mut self.batch;
         b.started.get_or_insert_with(Instant::now);
+        b.first
+            .entry((m.topic().to_string(), m.partition()))
+            .or_insert(m.offset());
         b.offsets
             .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
         b.bytes += payload.len();
@@ -445,5 +493,32 @@ impl Sink {
                     e.to_string()
                 }
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(message: &str) -> SinkError {
+        SinkError::ClickHouse(clickhouse::error::Error::BadResponse(message.into()))
+    }
+
+    #[test]
+    fn rows_that_do_not_fit_the_table_are_permanent_the_rest_is_retried() {
+        let dropped = "Code: 16. DB::Exception: No such column scored_ms in table db.predictions. (NO_SUCH_COLUMN_IN_TABLE) (version 25.8.1.1)";
+        assert!(server(dropped).is_permanent());
+        assert!(server("Code: 53. DB::Exception: Type mismatch").is_permanent());
+        for transient in [
+            "Code: 241. DB::Exception: Memory limit (total) exceeded",
+            "Code: 252. DB::Exception: Too many parts (300)",
+            "Code: 60. DB::Exception: Table db.predictions does not exist",
+            "Code: 516. DB::Exception: fraudstream: Authentication failed",
+            "<html>502 Bad Gateway</html>",
+        ] {
+            assert!(!server(transient).is_permanent(), "{transient}");
+        }
+        assert!(!SinkError::ClickHouse(clickhouse::error::Error::TimedOut).is_permanent());
+        assert!(!SinkError::Stopped.is_permanent());
     }
 }

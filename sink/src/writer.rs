@@ -5,7 +5,7 @@
 use crate::metrics::SinkMetrics;
 use crate::rows::{LabelRow, PredictionRow, TransactionRow};
 use crate::{SinkConfig, SinkContext, SinkError};
-use fraudstream_common::kafka::dead_letter_headers;
+use fraudstream_common::kafka::{dead_letter_headers, read_partition_range};
 use fraudstream_common::server::Health;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -42,6 +42,8 @@ pub(crate) struct Batch {
     pub(crate) dead_letters: Vec<DeadLetter>,
     /// Next offset to commit per (topic, partition).
     pub(crate) offsets: HashMap<(String, i32), i64>,
+    /// First offset read per (topic, partition): with `offsets`, the records the batch holds.
+    pub(crate) first: HashMap<(String, i32), i64>,
     pub(crate) bytes: usize,
     pub(crate) started: Option<Instant>,
 }
@@ -75,19 +77,32 @@ async fn insert_clickhouse(client: &clickhouse::Client, batch: &Batch) -> Result
 }
 
 impl Writer {
-    /// Inserts the batch (retrying until it succeeds or the sink stops), dead-letters its bad
-    /// records, then commits its offsets. Returns the rows inserted.
+    /// Inserts the batch (retrying until it succeeds, the sink stops, or ClickHouse refuses it
+    /// for good: then its records are dead-lettered), dead-letters its undecodable records, then
+    /// commits its offsets. Returns the rows inserted.
     #[tracing::instrument(name = "write_batch", skip_all, fields(rows = batch.rows()))]
     pub(crate) async fn write(&self, batch: Batch) -> Result<u64, SinkError> {
         let started = Instant::now();
         match &self.target {
             Target::ClickHouse(client) => {
-                self.until_ok("ClickHouse", batch.rows(), || {
-                    insert_clickhouse(client, &batch)
-                })
-                .await?;
-                self.metrics.clickhouse_up.set(1);
-                self.send_dead_letters(&batch.dead_letters).await?;
+                let written = self
+                    .until_ok("ClickHouse", batch.rows(), || {
+                        insert_clickhouse(client, &batch)
+                    })
+                    .await;
+                match written {
+                    Ok(()) => {
+                        self.metrics.clickhouse_up.set(1);
+                        self.send_dead_letters(&batch.dead_letters).await?;
+                    }
+                    Err(e) if e.is_permanent() => {
+                        self.send_dead_letters(&batch.dead_letters).await?;
+                        self.dead_letter_batch(&batch, &e).await?;
+                        self.commit(&batch.offsets).await;
+                        return Ok(0);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             #[cfg(feature = "bigquery")]
             Target::BigQuery(bq) => {
@@ -131,6 +146,7 @@ impl Writer {
         let mut failed = false;
         loop {
             match attempt().await {
+                Err(e) if e.is_permanent() => return Err(e),
                 Ok(()) => {
                     if failed {
                         tracing::info!(destination, "inserts accepted again");
@@ -155,6 +171,35 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// ClickHouse refused the batch for good ([`SinkError::is_permanent`]): its records go to
+    /// the DLQ with the refusal as their reason, read back from Kafka (the batch holds rows, not
+    /// records), and the offsets are committed as for a written batch. Once the table is fixed,
+    /// `producer replay-dlq` sends them back. Records already dead-lettered for their own fault
+    /// keep that reason.
+    async fn dead_letter_batch(&self, batch: &Batch, e: &SinkError) -> Result<(), SinkError> {
+        tracing::error!(error = %e, rows = batch.rows(), "ClickHouse refused the batch for good; its records go to the DLQ (replay them once the table is fixed)");
+        let ranges: Vec<(String, i32, i64, i64)> = batch
+            .offsets
+            .iter()
+            .map(|((t, p), end)| (t.clone(), *p, batch.first[&(t.clone(), *p)], *end))
+            .collect();
+        let own: std::collections::HashSet<(String, i32, i64)> = batch
+            .dead_letters
+            .iter()
+            .map(|d| (d.topic.clone(), d.partition, d.offset))
+            .collect();
+        let kafka = self.cfg.kafka.clone();
+        let reason = format!("ClickHouse refused the batch: {e}");
+        let records = tokio::task::spawn_blocking(move || read_back(&kafka, &ranges, &reason))
+            .await
+            .map_err(|e| SinkError::Writer(e.to_string()))??;
+        let letters: Vec<DeadLetter> = records
+            .into_iter()
+            .filter(|d| !own.contains(&(d.topic.clone(), d.partition, d.offset)))
+            .collect();
+        self.send_dead_letters(&letters).await
     }
 
     async fn send_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), SinkError> {
@@ -217,4 +262,36 @@ where
     }
     insert.end().await?;
     Ok(())
+}
+
+/// The records `from..end` of each (topic, partition), as dead letters with `reason`.
+fn read_back(
+    kafka: &fraudstream_common::kafka::KafkaArgs,
+    ranges: &[(String, i32, i64, i64)],
+    reason: &str,
+) -> Result<Vec<DeadLetter>, SinkError> {
+    use rdkafka::Message;
+    let reader = kafka.range_reader("sink-dead-letter-batch")?;
+    let mut letters = Vec::new();
+    for (topic, partition, from, end) in ranges {
+        read_partition_range(
+            &reader,
+            topic,
+            *partition,
+            *from,
+            *end,
+            Duration::from_secs(120),
+            |m| {
+                letters.push(DeadLetter {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                    reason: reason.to_string(),
+                })
+            },
+        )?;
+    }
+    Ok(letters)
 }

@@ -1,6 +1,7 @@
 //! The sink against the real broker, registry and ClickHouse: every prediction lands exactly once,
 //! also when the sink is SIGKILLed mid-run; undecodable records land in the DLQ with their origin;
-//! transactions and labels land in their tables and join for training.
+//! transactions and labels land in their tables and join for training; a batch ClickHouse refuses
+//! for good (a column dropped under the sink) goes to the DLQ and the sink goes on.
 
 mod support;
 
@@ -175,5 +176,53 @@ async fn transactions_and_labels_land_and_join_for_training() {
         .await
         .unwrap();
     assert_eq!(amount, 17.0);
+    drop_database(&ch).await;
+}
+
+/// A column dropped under a running sink: ClickHouse refuses every insert for good (code 16). The
+/// sink dead-letters the batch's records with the refusal as their reason (each source record
+/// once) instead of retrying for ever, and goes on: once the column is back, new predictions land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_clickhouse_refuses_for_good_goes_to_the_dlq() {
+    const REFUSED: u64 = 3_000;
+    let kafka = local_kafka();
+    let names = Names::new("sink_refused");
+    let ch = local_clickhouse(&names.group);
+    names.create(&kafka).await;
+    ch.migrate().await.unwrap();
+    let alter = |sql: &'static str| {
+        let ch = ch.clone();
+        async move { ch.client().query(sql).execute().await.unwrap() }
+    };
+    alter("ALTER TABLE predictions DROP COLUMN scored_ms").await;
+    let child = sink(&kafka, &ch, &names, &[]);
+    publish_predictions(&kafka, &names.predictions, 0..REFUSED, 0, 0).await;
+    let dead = read_topic(
+        &kafka,
+        &names.dlq,
+        false,
+        REFUSED as usize,
+        Duration::from_secs(90),
+    )
+    .await
+    .unwrap();
+    let mut offsets = std::collections::HashSet::new();
+    for m in &dead {
+        let h = headers_map(m);
+        assert!(h["error"].contains("ClickHouse refused the batch"), "{h:?}");
+        assert!(h["error"].contains("Code: 16"), "{h:?}");
+        assert_eq!(h["source.topic"], names.predictions);
+        offsets.insert((h["source.partition"].clone(), h["source.offset"].clone()));
+    }
+    assert_eq!(
+        (dead.len(), offsets.len()),
+        (REFUSED as usize, REFUSED as usize)
+    );
+
+    alter("ALTER TABLE predictions ADD COLUMN scored_ms UInt16 AFTER scored_at").await;
+    publish_predictions(&kafka, &names.predictions, REFUSED..REFUSED + 1000, 0, 0).await;
+    wait_for_rows(&ch, "predictions", 1000, Duration::from_secs(90)).await;
+    terminate(child);
+    assert_eq!(counts(&ch, "predictions").await, Some((1000, 1000)));
     drop_database(&ch).await;
 }
