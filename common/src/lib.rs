@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod model;
 pub mod registry_wait;
 pub mod server;
+pub mod stop;
 pub mod telemetry;
 pub mod testing;
 

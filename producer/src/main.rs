@@ -2,6 +2,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use fraudstream_common::kafka::KafkaArgs;
 use fraudstream_common::server::{self, Health};
+use fraudstream_common::stop::Stop;
 use fraudstream_common::telemetry::{self, TelemetryArgs};
 use fraudstream_schemas::topics;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -10,8 +11,6 @@ use producer::publish::{publish, LabelDelay, PublishConfig};
 use producer::replay::{self, Filter, ReplayConfig};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// PaySim data into fraudstream: simulate it, inspect it, split it by time, replay it into Kafka.
 #[derive(Parser)]
@@ -338,15 +337,7 @@ async fn publish_file(args: PublishArgs) -> Result<()> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "tx".into())
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    tokio::spawn(async move {
-        fraudstream_common::shutdown_signal().await;
-        eprintln!("stopping: flushing what was sent (Ctrl-C again to abort)");
-        flag.store(true, Ordering::Relaxed);
-        fraudstream_common::shutdown_signal().await;
-        std::process::exit(130);
-    });
+    let stop = Stop::on_signals("flushing what was sent").flag();
     let pb = bar(limit, "transactions");
     let pb2 = pb.clone();
     let cfg = PublishConfig {

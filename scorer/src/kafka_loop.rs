@@ -61,7 +61,7 @@ impl Engine {
                     recycled,
                 )
             })
-            .map_err(|e| ScorerError::Scoring(format!("cannot start the scoring thread: {e}")))?;
+            .map_err(ScorerError::Thread)?;
         let result = match ready.recv() {
             Ok(Ok(model)) => {
                 let mut pipeline = Pipeline {
@@ -114,7 +114,7 @@ impl Engine {
             let stopping = self.stop.load(Ordering::Relaxed)
                 || summary.records + in_flight_records >= stop_after;
             if let Some(e) = c.fatal.lock().unwrap().take() {
-                return Err(ScorerError::Transaction(e));
+                return Err(ScorerError::Rebalance(Box::new(e)));
             }
             self.send_ready(&c, pipeline, stopping, summary)?;
             if stopping && pipeline.in_flight.is_empty() {
@@ -488,7 +488,7 @@ impl Engine {
 }
 
 fn stage_stopped() -> ScorerError {
-    ScorerError::Scoring("the scoring thread stopped (see the error above)".into())
+    ScorerError::StageStopped
 }
 
 /// The Kafka thread's side of the pipeline to the scoring stage.
@@ -515,7 +515,7 @@ struct Connection {
     /// Bumped on every rebalance and abort: batches polled before are dropped.
     generation: Arc<AtomicU64>,
     /// An error of the rebalance callback, for the loop to stop on.
-    fatal: Arc<Mutex<Option<String>>>,
+    fatal: Arc<Mutex<Option<ScorerError>>>,
 }
 
 impl Pipeline {

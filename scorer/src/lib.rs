@@ -49,14 +49,42 @@ pub enum ScorerError {
     Common(#[from] CommonError),
     #[error(transparent)]
     Schema(#[from] SchemaError),
-    #[error("bootstrap model {path}: {detail}")]
-    Bootstrap { path: String, detail: String },
-    #[error("scoring failed: {0}")]
-    Scoring(String),
+    #[error("bootstrap model {path} cannot be read")]
+    BootstrapFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bootstrap model {path} does not load")]
+    Bootstrap {
+        path: String,
+        #[source]
+        source: fraudstream_common::model::ModelError,
+    },
+    #[error("LightGBM failed scoring a batch")]
+    Predict(#[source] lightgbm3::Error),
+    #[error("the scoring thread could not be started")]
+    Thread(#[source] std::io::Error),
+    #[error("the scoring thread stopped (see the error logged before)")]
+    StageStopped,
+    #[error("the scoring thread panicked")]
+    Panicked(#[source] tokio::task::JoinError),
     #[error("stopped while the schema registry was unavailable ({0}); the records not yet scored are scored by the group once the registry answers")]
     StoppedInOutage(#[source] SchemaError),
-    #[error("the Kafka transaction could not be committed or aborted: {0} (the instance stops; a restart resumes from the last commit)")]
-    Transaction(String),
+    #[error("the Kafka transaction could not be committed, aborted, nor a new producer started (the instance stops; a restart resumes from the last commit)")]
+    Transaction(#[source] Box<TransactionFailure>),
+    #[error("committing before a rebalance failed (the instance stops; a restart resumes from the last commit)")]
+    Rebalance(#[source] Box<ScorerError>),
+}
+
+/// Why a failed commit could not be cleaned up: each step's own error.
+#[derive(Debug, thiserror::Error)]
+#[error("commit: {commit}; abort: {abort}; new producer: {new_producer}")]
+pub struct TransactionFailure {
+    pub commit: String,
+    #[source]
+    pub abort: KafkaError,
+    pub new_producer: Box<ScorerError>,
 }
 
 /// Everything the scorer needs to run. Built by `main` from flags and env.
@@ -144,15 +172,16 @@ pub async fn run(
             codec.schema_id::<Prediction>(&cfg.alerts_topic)
         })
         .await?;
-    let bootstrap = match &cfg.bootstrap_model {
-        Some(path) => Some(
-            std::fs::read_to_string(path).map_err(|e| ScorerError::Bootstrap {
-                path: path.display().to_string(),
-                detail: e.to_string(),
-            })?,
-        ),
-        None => None,
-    };
+    let bootstrap =
+        match &cfg.bootstrap_model {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|source| {
+                ScorerError::BootstrapFile {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
     let (events_tx, events) = std::sync::mpsc::channel();
     let watcher = models::spawn_watcher(
         &cfg.kafka,
@@ -178,7 +207,7 @@ pub async fn run(
     let engine = Arc::new(engine);
     let summary = tokio::task::spawn_blocking(move || engine.run(events, bootstrap))
         .await
-        .map_err(|e| ScorerError::Scoring(format!("scoring thread panicked: {e}")))?;
+        .map_err(ScorerError::Panicked)?;
     let _ = watcher.join();
     summary
 }

@@ -2,12 +2,12 @@ use anyhow::Result;
 use clap::Parser;
 use fraudstream_common::kafka::KafkaArgs;
 use fraudstream_common::server::{self, Health};
+use fraudstream_common::stop::Stop;
 use fraudstream_common::telemetry::{self, TelemetryArgs};
 use fraudstream_schemas::topics;
 use scorer::metrics::ScorerMetrics;
 use scorer::{run, ScorerConfig};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,13 +103,7 @@ async fn run_scorer() -> Result<()> {
     let metrics = Arc::new(ScorerMetrics::new()?);
     let health = Health::new();
     server::serve(cli.metrics_addr, metrics.registry.clone(), health.clone()).await?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    tokio::spawn(async move {
-        fraudstream_common::shutdown_signal().await;
-        tracing::info!("stopping: committing the open transaction");
-        flag.store(true, Ordering::Relaxed);
-    });
+    let stop = Stop::on_signals("committing the open transaction").flag();
     // HOSTNAME first: containers get a distinct one per replica (compose's `replicas: 2`).
     let instance = cli.instance_id.unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME")

@@ -210,14 +210,14 @@ pub(crate) fn initial_models(
     let mut set = ModelSet::default();
     if let Some(text) = bootstrap {
         let record = bootstrap_record(&engine.cfg.model_name, text, engine.cfg.bootstrap_threshold);
-        let model = LoadedModel::from_record(&record).map_err(|e| ScorerError::Bootstrap {
+        let model = LoadedModel::from_record(&record).map_err(|source| ScorerError::Bootstrap {
             path: engine
                 .cfg
                 .bootstrap_model
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
-            detail: e.to_string(),
+            source,
         })?;
         set.champion = Some(model);
         set.report(&engine.metrics);

@@ -363,8 +363,8 @@ pub(crate) fn decode(
     }
 }
 
-fn scoring(e: impl std::fmt::Display) -> ScorerError {
-    ScorerError::Scoring(e.to_string())
+fn scoring(e: lightgbm3::Error) -> ScorerError {
+    ScorerError::Predict(e)
 }
 
 /// Appends what `write` writes to `bytes`, returning where it went.

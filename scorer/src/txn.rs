@@ -114,9 +114,11 @@ impl Txn {
                     // aborted either way; carry on with a new producer, from the committed offsets.
                     tracing::warn!(error = %abort, "the transaction could not be aborted; starting a new producer");
                     *self = Txn::new(self.config.clone()).map_err(|new| {
-                        ScorerError::Transaction(format!(
-                            "commit: {e}; abort: {abort}; new producer: {new}"
-                        ))
+                        ScorerError::Transaction(Box::new(crate::TransactionFailure {
+                            commit: e,
+                            abort,
+                            new_producer: Box::new(new),
+                        }))
                     })?;
                 }
                 metrics.txn_aborted.inc();
@@ -131,7 +133,7 @@ pub(crate) struct ScorerContext {
     pub(crate) txn: Arc<Mutex<Txn>>,
     pub(crate) topic: String,
     pub(crate) metrics: Arc<ScorerMetrics>,
-    pub(crate) fatal: Arc<Mutex<Option<String>>>,
+    pub(crate) fatal: Arc<Mutex<Option<ScorerError>>>,
     /// Bumped on every revocation and assignment: records polled before are dropped.
     pub(crate) generation: Arc<AtomicU64>,
 }
@@ -160,7 +162,7 @@ impl ConsumerContext for ScorerContext {
             // After an abort here nothing needs rewinding: the partitions go back to the group and
             // whoever gets them starts at the committed offsets.
             if let Err(e) = txn.commit(&self.topic, consumer, &self.metrics) {
-                *self.fatal.lock().unwrap() = Some(e.to_string());
+                *self.fatal.lock().unwrap() = Some(e);
             }
             // Records polled before this point (in a batch being polled or scored) belong to the
             // partitions just given up: they must not be sent, even if the assignment that follows

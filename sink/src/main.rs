@@ -3,6 +3,7 @@ use clap::Parser;
 use fraudstream_common::clickhouse::ClickHouseArgs;
 use fraudstream_common::kafka::KafkaArgs;
 use fraudstream_common::server::{self, Health};
+use fraudstream_common::stop::Stop;
 use fraudstream_common::telemetry::{self, TelemetryArgs};
 use fraudstream_schemas::topics;
 use sink::metrics::SinkMetrics;
@@ -134,12 +135,7 @@ async fn main() -> Result<()> {
     let metrics = Arc::new(SinkMetrics::new()?);
     let health = Health::new();
     server::serve(cli.metrics_addr, metrics.registry.clone(), health.clone()).await?;
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        fraudstream_common::shutdown_signal().await;
-        tracing::info!("stopping: writing and committing what was read");
-        let _ = stop_tx.send(true);
-    });
+    let stop = Stop::on_signals("writing and committing what was read").receiver();
     let cfg = SinkConfig {
         kafka: cli.kafka,
         clickhouse: cli.clickhouse,

@@ -262,8 +262,7 @@ pub(crate) async fn watch(target: &Target, training: &Training, w: &Watch<'_>) -
         st.last_version
     );
     metrics.health.set_ready("watching");
-    let stop = fraudstream_common::shutdown_signal();
-    tokio::pin!(stop);
+    let stop = fraudstream_common::stop::Stop::on_signals("after this cycle");
     let mut done = 0u64;
     loop {
         match WatchConfig::load_or_create(w.config) {
@@ -297,7 +296,7 @@ pub(crate) async fn watch(target: &Target, training: &Training, w: &Watch<'_>) -
             }
         }
         tokio::select! {
-            _ = &mut stop => return Ok(()),
+            _ = stop.stopped() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs_f64(cfg.poll_seconds.max(0.1))) => {}
         }
     }
