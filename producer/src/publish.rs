@@ -372,6 +372,31 @@ impl Sender {
         }
     }
 
+    /// The stream has ended: labels in step mode are all due now; in seconds mode it waits for
+    /// them, unless interrupted (then it sends them early rather than lose them).
+    fn send_remaining_labels(
+        &self,
+        mut pending: VecDeque<PendingLabel>,
+        stop: &AtomicBool,
+        summary: &mut PublishSummary,
+        mut tick: impl FnMut(&mut PublishSummary),
+    ) -> Result<(), PublishError> {
+        while let Some(p) = pending.pop_front() {
+            if let LabelDelay::Seconds(_) = self.cfg.label_delay {
+                let now = Instant::now();
+                if p.due_at > now && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(p.due_at - now);
+                } else if p.due_at > now {
+                    summary.labels_early += 1;
+                }
+            }
+            self.send_label(&p)?;
+            summary.labels_sent += 1;
+            tick(summary);
+        }
+        Ok(())
+    }
+
     /// Sends `label` now when there is no delay; otherwise keeps it until due.
     fn queue_label(
         &self,
@@ -388,6 +413,32 @@ impl Sender {
             summary.labels_pending_peak = summary.labels_pending_peak.max(pending.len() as u64);
         }
         Ok(())
+    }
+}
+
+/// The next row that parses; a bad one is counted and kept for the report (the first 100), or
+/// ends the run with `--strict`.
+fn next_good_row(
+    reader: &mut CsvReader<impl std::io::BufRead>,
+    strict: bool,
+    summary: &mut PublishSummary,
+) -> Result<Option<(u64, paysim::PaySimRow)>, PublishError> {
+    loop {
+        let Some((line, row)) = reader.next_row()? else {
+            return Ok(None);
+        };
+        match row {
+            Ok(r) => return Ok(Some((line, r))),
+            Err(bad) => {
+                if strict {
+                    return Err(reader.strict_error(&bad).into());
+                }
+                if summary.bad_rows.len() < 100 {
+                    summary.bad_rows.push(bad);
+                }
+                summary.bad_row_count += 1;
+            }
+        }
     }
 }
 
@@ -414,21 +465,8 @@ fn run(
         let mut reader = CsvReader::open(&s.cfg.input)?;
         let mut sent_this_round = 0u64;
         while summary.sent < limit && !stop.load(Ordering::Relaxed) {
-            let Some((line, row)) = reader.next_row()? else {
+            let Some((line, row)) = next_good_row(&mut reader, s.cfg.strict, &mut summary)? else {
                 break;
-            };
-            let row = match row {
-                Ok(r) => r,
-                Err(bad) => {
-                    if s.cfg.strict {
-                        return Err(reader.strict_error(&bad).into());
-                    }
-                    if summary.bad_rows.len() < 100 {
-                        summary.bad_rows.push(bad);
-                    }
-                    summary.bad_row_count += 1;
-                    continue;
-                }
             };
             let step = clock.step(row.step);
             s.pace(start, summary.sent, clock.elapsed_steps(step));
@@ -466,25 +504,13 @@ fn run(
         round += 1;
         clock.next_pass();
     }
-    // The stream has ended: labels in step mode are all due now; in seconds mode wait for them,
-    // unless interrupted (then send them early rather than lose them).
-    while let Some(p) = pending.pop_front() {
-        if let LabelDelay::Seconds(_) = s.cfg.label_delay {
-            let now = Instant::now();
-            if p.due_at > now && !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(p.due_at - now);
-            } else if p.due_at > now {
-                summary.labels_early += 1;
-            }
-        }
-        s.send_label(&p)?;
-        summary.labels_sent += 1;
+    s.send_remaining_labels(pending, &stop, &mut summary, |summary| {
         if last_progress.elapsed() >= Duration::from_millis(100) {
             last_progress = Instant::now();
-            snapshot(&mut summary, &s.deliveries);
-            progress(&summary);
+            snapshot(summary, &s.deliveries);
+            progress(summary);
         }
-    }
+    })?;
     summary.interrupted = stop.load(Ordering::Relaxed);
     // Everything sent is flushed and acknowledged (or reported failed) before we return.
     s.producer.flush(Duration::from_secs(60))?;
