@@ -72,6 +72,22 @@ fn register(registry: &str, topic: &str, schema: &str) -> u32 {
     reply["id"].as_u64().expect("schema id") as u32
 }
 
+/// The first `n` good rows of `csv` as transactions with ids `<prefix>-<line>`.
+fn transactions(csv: &str, n: u64, prefix: &str) -> Vec<Transaction> {
+    let mut reader = paysim::CsvReader::open(std::path::Path::new(csv)).unwrap();
+    let mut out = Vec::new();
+    while let Some((line, row)) = reader.next_row().unwrap() {
+        if out.len() as u64 >= n {
+            break;
+        }
+        if let Ok(r) = row {
+            let id = format!("{prefix}-{line}");
+            out.push(r.into_transaction(id, fraudstream_common::now_millis()));
+        }
+    }
+    out
+}
+
 /// `curl` with `args`; its stdout, or exits with what failed.
 fn curl(args: &[&str]) -> Vec<u8> {
     let out = std::process::Command::new("curl")
@@ -146,15 +162,8 @@ async fn main() {
             let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
                 .build()
                 .unwrap();
-            let mut reader = paysim::CsvReader::open(std::path::Path::new(csv)).unwrap();
             let mut sent = 0;
-            while let Some((line, row)) = reader.next_row().unwrap() {
-                if sent >= n {
-                    break;
-                }
-                let Ok(r) = row else { continue };
-                let tx = r
-                    .into_transaction(format!("{prefix}-{line}"), fraudstream_common::now_millis());
+            for tx in transactions(csv, n, prefix) {
                 let mut value = apache_avro::to_value(&tx).unwrap();
                 if let apache_avro::types::Value::Record(fields) = &mut value {
                     fields.push((
@@ -193,18 +202,9 @@ async fn main() {
             let subject_url = format!("{registry}/subjects/{}", topics::value_subject(&subject));
             curl(&["-X", "DELETE", &subject_url]);
             curl(&["-X", "DELETE", &format!("{subject_url}?permanent=true")]);
-            let mut reader = paysim::CsvReader::open(std::path::Path::new(csv)).unwrap();
-            let mut sent = 0;
-            while let Some((line, row)) = reader.next_row().unwrap() {
-                if sent >= n {
-                    break;
-                }
-                let Ok(r) = row else { continue };
-                let tx = r
-                    .into_transaction(format!("{prefix}-{line}"), fraudstream_common::now_millis());
+            for tx in transactions(csv, n, prefix) {
                 let payload = Codec::encode_with_id(id, &tx).unwrap();
                 send(&producer, topic, &tx.name_orig, &payload).await;
-                sent += 1;
             }
             println!("{id}");
         }
