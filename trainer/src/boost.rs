@@ -126,8 +126,10 @@ impl Booster {
             buf = vec![0u8; needed as usize];
             save(&mut buf)?;
         }
-        let text = CStr::from_bytes_until_nul(&buf)
-            .map_err(|e| TrainerError::Data(format!("LightGBM model text: {e}")))?;
+        let text = CStr::from_bytes_until_nul(&buf).map_err(|e| TrainerError::ModelText {
+            what: "LightGBM's model text is not a C string".into(),
+            source: Box::new(e),
+        })?;
         Ok(text.to_string_lossy().into_owned())
     }
 }
@@ -150,8 +152,7 @@ pub fn train(
     early_stopping_rounds: u64,
     mut on_round: impl FnMut(Round),
 ) -> Result<(String, u64), TrainerError> {
-    let params = CString::new(params)
-        .map_err(|e| TrainerError::Data(format!("LightGBM parameters: {e}")))?;
+    let params = CString::new(params).map_err(TrainerError::Parameters)?;
     let train_set = Dataset::new(train.0, train.1, &params, None)?;
     let valid_set = Dataset::new(valid.0, valid.1, &params, Some(&train_set))?;
     let mut handle = std::ptr::null_mut();

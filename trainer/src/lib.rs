@@ -33,6 +33,14 @@ pub enum TrainerError {
     LightGbm(#[from] lightgbm3::Error),
     #[error("not enough data: {0}")]
     Data(String),
+    #[error("{what}")]
+    ModelText {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("LightGBM parameters contain a NUL byte")]
+    Parameters(#[source] std::ffi::NulError),
     #[error(transparent)]
     Schema(#[from] fraudstream_schemas::SchemaError),
     #[error(transparent)]

@@ -209,11 +209,17 @@ impl ArchiveRow {
 fn unpack_text(r: &ModelRecord) -> Result<String, TrainerError> {
     let bytes = match r.compression {
         Compression::None => r.model_text.clone(),
-        Compression::Zstd => zstd::decode_all(&r.model_text[..])
-            .map_err(|e| TrainerError::Data(format!("model v{} text: {e}", r.version)))?,
+        Compression::Zstd => {
+            zstd::decode_all(&r.model_text[..]).map_err(|e| TrainerError::ModelText {
+                what: format!("model v{} text does not decompress", r.version),
+                source: Box::new(e),
+            })?
+        }
     };
-    String::from_utf8(bytes)
-        .map_err(|e| TrainerError::Data(format!("model v{} text: {e}", r.version)))
+    String::from_utf8(bytes).map_err(|e| TrainerError::ModelText {
+        what: format!("model v{} text is not UTF-8", r.version),
+        source: Box::new(e),
+    })
 }
 
 /// Appends `record` to the archive as `event`.
