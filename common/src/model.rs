@@ -27,17 +27,26 @@ pub enum ModelError {
         version: i32,
         detail: String,
     },
-    #[error("model {name} v{version}: cannot decompress the model text: {detail}")]
+    #[error("model {name} v{version}: the model text does not decompress to UTF-8 ({source})")]
     Decompress {
         name: String,
         version: i32,
-        detail: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("model {name} v{version}: LightGBM refused it: {detail}")]
+    #[error("model {name} v{version}: LightGBM refused it ({source})")]
     LightGbm {
         name: String,
         version: i32,
-        detail: String,
+        #[source]
+        source: lightgbm3::Error,
+    },
+    #[error("model {name} v{version}: it expects {expects} features, the record lists {lists}")]
+    FeatureCount {
+        name: String,
+        version: i32,
+        expects: usize,
+        lists: usize,
     },
 }
 
@@ -133,27 +142,27 @@ impl LoadedModel {
                 zstd::decode_all(&r.model_text[..]).map_err(|e| ModelError::Decompress {
                     name: name.clone(),
                     version,
-                    detail: e.to_string(),
+                    source: Box::new(e),
                 })?
             }
         };
         let text = String::from_utf8(text).map_err(|e| ModelError::Decompress {
             name: name.clone(),
             version,
-            detail: e.to_string(),
+            source: Box::new(e),
         })?;
-        let lgbm = |detail: String| ModelError::LightGbm {
+        let booster = Booster::from_string(&text).map_err(|source| ModelError::LightGbm {
             name: name.clone(),
             version,
-            detail,
-        };
-        let booster = Booster::from_string(&text).map_err(|e| lgbm(e.to_string()))?;
+            source,
+        })?;
         if booster.num_features() as usize != N_FEATURES {
-            return Err(lgbm(format!(
-                "it expects {} features, the record lists {}",
-                booster.num_features(),
-                N_FEATURES
-            )));
+            return Err(ModelError::FeatureCount {
+                name,
+                version,
+                expects: booster.num_features() as usize,
+                lists: N_FEATURES,
+            });
         }
         let mut model = LoadedModel {
             name: r.model_name.clone(),
