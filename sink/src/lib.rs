@@ -454,16 +454,6 @@ impl Sink {
     }
 }
 
-async fn decode<T: fraudstream_schemas::AvroRecord>(
-    codec: &Codec,
-    payload: &[u8],
-) -> Result<T, SchemaError> {
-    match codec.decode_cached(payload) {
-        Some(r) => r,
-        None => codec.decode(payload).await,
-    }
-}
-
 /// A record decoded for one of the three tables.
 enum Decoded {
     Prediction(Prediction),
@@ -482,9 +472,14 @@ impl Sink {
         &self,
         payload: &[u8],
     ) -> Result<T, String> {
+        // The hot path: a writer schema already known needs no registry, and no outage
+        // bookkeeping (a lock) per record.
+        if let Some(decoded) = self.codec.decode_cached(payload) {
+            return decoded.map_err(|e| e.to_string());
+        }
         let stop = &self.writer.stop;
         self.registry
-            .retry(|| *stop.borrow(), || decode::<T>(&self.codec, payload))
+            .retry(|| *stop.borrow(), || self.codec.decode::<T>(payload))
             .await
             .map_err(|e| {
                 if e.is_registry_unavailable() {
