@@ -3,6 +3,7 @@
 //! tracing set-up, and helpers for tests that run against the real local services.
 //! What two services both need lives here, once.
 
+pub mod args;
 pub mod clickhouse;
 pub mod features;
 #[cfg(feature = "model")]
@@ -12,9 +13,11 @@ pub mod kafka;
 pub mod model;
 pub mod registry_wait;
 pub mod server;
+pub mod service;
 pub mod stop;
 pub mod telemetry;
 pub mod testing;
+pub mod trace;
 
 /// Errors of the shared plumbing.
 #[derive(Debug, thiserror::Error)]

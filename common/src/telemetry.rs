@@ -14,7 +14,8 @@ pub struct TelemetryArgs {
     pub log_format: String,
     /// OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318/v1/traces). Off when unset
     /// (and OTEL_EXPORTER_OTLP_ENDPOINT, the collector's base URL, is unset too). The service
-    /// name is OTEL_SERVICE_NAME when set.
+    /// name is OTEL_SERVICE_NAME when set. Spans are info-level: RUST_LOG must let info through
+    /// for them to be exported.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 }
@@ -79,6 +80,7 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuar
                 .with_batch_exporter(exporter)
                 .with_resource(resource(service))
                 .build();
+            crate::trace::set_exporting();
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer(service))
                 .boxed();

@@ -117,6 +117,25 @@ pub fn service_args(kafka: &KafkaArgs, clickhouse: Option<&ClickHouseArgs>) -> V
     args
 }
 
+/// A binary of another workspace crate (`producer`), next to the test's own build directory:
+/// tests drive it as a user does, through its command line. `cargo test --workspace` builds it;
+/// a test run of one crate alone needs `cargo build --release -p <name>` first.
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary is in target/<profile>/deps")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is not built: run `cargo build --release -p {name}` (or the whole workspace) first",
+        bin.display()
+    );
+    bin
+}
+
 /// A process a test started (a service under test, a server). Dropping it kills the process if it
 /// still runs, so a test that fails midway leaves nothing behind: an orphan keeps consuming, and it
 /// holds the test's stdout open, so a piped `make test` would wait on it until CI's timeout.
@@ -240,4 +259,42 @@ pub async fn start_clickhouse(dir: &std::path::Path, http: u16, tcp: u16) -> Pro
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     child
+}
+
+/// An OTLP/HTTP endpoint that accepts every export and keeps nothing, for a test that checks
+/// what a traced service writes to Kafka, not what it exports. Returns its base URL.
+pub fn otlp_sink() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || answer_ok(stream));
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn answer_ok(mut stream: std::net::TcpStream) {
+    use std::io::{BufRead, Read, Write};
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    loop {
+        let (mut line, mut length) = (String::new(), 0usize);
+        while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            line.clear();
+        }
+        if line != "\r\n" {
+            return; // the connection closed
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err()
+            || stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .is_err()
+        {
+            return;
+        }
+    }
 }

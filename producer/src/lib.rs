@@ -3,5 +3,6 @@
 //! following after a delay, as chargebacks do; and it sends dead-lettered records back to their
 //! source topic once their cause is fixed.
 
+mod config;
 pub mod publish;
 pub mod replay;

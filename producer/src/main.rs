@@ -1,13 +1,12 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use fraudstream_common::kafka::KafkaArgs;
-use fraudstream_common::server::{self, Health};
-use fraudstream_common::stop::Stop;
-use fraudstream_common::telemetry::{self, TelemetryArgs};
+use fraudstream_common::service::Service;
+use fraudstream_common::telemetry::TelemetryArgs;
 use fraudstream_schemas::topics;
 use indicatif::{ProgressBar, ProgressStyle};
 use paysim::{simulate, split, stats};
-use producer::publish::{publish, LabelDelay, PublishConfig};
+use producer::publish::{publish, PublishConfig};
 use producer::replay::{self, Filter, ReplayConfig};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -170,42 +169,11 @@ async fn replay_dlq(args: ReplayArgs) -> Result<()> {
 struct PublishArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// The CSV to publish (the Kaggle file or one from `simulate`/`split`).
-    #[arg(long, short)]
-    input: PathBuf,
-    /// Transactions per second (default: as fast as the broker takes them).
-    #[arg(long, env = "FRAUDSTREAM_RATE", conflicts_with = "speedup")]
-    rate: Option<f64>,
-    /// Simulated hours (PaySim steps) per wall-clock second, instead of --rate.
-    #[arg(long, env = "FRAUDSTREAM_SPEEDUP")]
-    speedup: Option<f64>,
-    /// Stop after this many transactions.
-    #[arg(long)]
-    limit: Option<u64>,
-    /// Start again at the end of the file (ids get a loop number), until --limit or Ctrl-C.
-    #[arg(long = "loop", env = "FRAUDSTREAM_LOOP")]
-    repeat: bool,
-    /// When labels follow: PaySim steps ("24", "24steps") or seconds ("30s"); 0 = at once.
-    #[arg(long, env = "FRAUDSTREAM_LABEL_DELAY", default_value = "24steps")]
-    label_delay: LabelDelay,
-    /// Stop at the first malformed row (default: skip it, count it, report it).
-    #[arg(long, env = "FRAUDSTREAM_STRICT")]
-    strict: bool,
+    #[command(flatten)]
+    cfg: PublishConfig,
     /// Write malformed rows with line and reason to this CSV.
     #[arg(long, env = "FRAUDSTREAM_REJECTS")]
     rejects: Option<PathBuf>,
-    /// Transaction id prefix (ids are <prefix>-<line>); default: the file's name.
-    #[arg(long, env = "FRAUDSTREAM_ID_PREFIX")]
-    id_prefix: Option<String>,
-    /// Topic for transactions.
-    #[arg(long, env = "FRAUDSTREAM_TRANSACTIONS_TOPIC", default_value = topics::TRANSACTIONS)]
-    transactions_topic: String,
-    /// Topic for labels.
-    #[arg(long, env = "FRAUDSTREAM_LABELS_TOPIC", default_value = topics::LABELS)]
-    labels_topic: String,
-    /// Partitions for topics this run creates (existing topics keep theirs).
-    #[arg(long, env = "FRAUDSTREAM_PARTITIONS", default_value_t = 6)]
-    partitions: i32,
     /// Serve /metrics and /health here while publishing (e.g. 127.0.0.1:9101).
     #[arg(long, env = "FRAUDSTREAM_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -232,7 +200,7 @@ fn bar(len: Option<u64>, what: &str) -> ProgressBar {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let _telemetry = telemetry::init("producer", &cli.telemetry)?;
+    let service = Service::start("producer", &cli.telemetry)?;
     match cli.command {
         Command::Simulate {
             rows,
@@ -250,7 +218,7 @@ async fn main() -> Result<()> {
             out_dir,
         } => split_file(&input, ratio, &out_dir),
         Command::ReplayDlq(args) => replay_dlq(*args).await,
-        Command::Publish(args) => publish_file(*args).await,
+        Command::Publish(args) => publish_file(&service, *args).await,
     }
 }
 
@@ -307,52 +275,22 @@ fn split_file(input: &Path, ratio: f64, out_dir: &Path) -> Result<()> {
 }
 
 /// `producer publish`.
-async fn publish_file(args: PublishArgs) -> Result<()> {
+async fn publish_file(service: &Service, args: PublishArgs) -> Result<()> {
     let PublishArgs {
         kafka,
-        input,
-        rate,
-        speedup,
-        limit,
-        repeat,
-        label_delay,
-        strict,
+        cfg,
         rejects,
-        id_prefix,
-        transactions_topic,
-        labels_topic,
-        partitions,
         metrics_addr,
     } = args;
     fraudstream_common::check_connections(Some(&kafka), None).await?;
     let metrics = PublishMetrics::new()?;
     if let Some(addr) = metrics_addr {
-        let health = Health::new();
-        health.set_ready("publishing");
-        server::serve(addr, metrics.registry.clone(), health).await?;
+        service.health.set_ready("publishing");
+        service.serve(addr, metrics.registry.clone()).await?;
     }
-    let id_prefix = id_prefix.unwrap_or_else(|| {
-        input
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "tx".into())
-    });
-    let stop = Stop::on_signals("flushing what was sent").flag();
-    let pb = bar(limit, "transactions");
+    let stop = service.stop_on_signals("flushing what was sent").flag();
+    let pb = bar(cfg.limit, "transactions");
     let pb2 = pb.clone();
-    let cfg = PublishConfig {
-        input,
-        transactions_topic,
-        labels_topic,
-        partitions,
-        rate,
-        speedup,
-        limit,
-        repeat,
-        label_delay,
-        strict,
-        id_prefix,
-    };
     let s = publish(&kafka, cfg, stop, move |s| {
         metrics.update(s);
         pb2.set_position(s.sent);

@@ -5,15 +5,16 @@
 //! run). Transaction ids are derived from the file and line (`<prefix>-<line>`), so publishing
 //! the same file again yields the same ids and the sink's dedup keeps one row per transaction.
 
+pub use crate::config::{LabelDelay, PublishConfig};
 use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
-use fraudstream_common::{now_millis, CommonError};
+use fraudstream_common::{now_millis, trace, CommonError};
 use fraudstream_schemas::{Codec, Label, SchemaError, Transaction};
 use paysim::format::{BadRow, CsvError, CsvReader};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,74 +33,6 @@ pub enum PublishError {
     Kafka(#[from] KafkaError),
     #[error("invalid option: {0}")]
     Config(String),
-}
-
-/// When a transaction's label is published.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum LabelDelay {
-    /// Once the replay reaches a row `n` PaySim steps (hours) later.
-    Steps(i32),
-    /// `n` wall-clock seconds after the transaction was sent.
-    Seconds(f64),
-}
-
-impl std::str::FromStr for LabelDelay {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let bad =
-            || format!("label delay {s:?}: use steps (\"24\" or \"24steps\") or seconds (\"30s\")");
-        if let Some(n) = s.strip_suffix("steps").or_else(|| s.strip_suffix("step")) {
-            n.trim().parse().map(LabelDelay::Steps).map_err(|_| bad())
-        } else if let Some(n) = s.strip_suffix('s') {
-            n.trim().parse().map(LabelDelay::Seconds).map_err(|_| bad())
-        } else {
-            s.parse().map(LabelDelay::Steps).map_err(|_| bad())
-        }
-    }
-}
-
-/// What to publish and how fast.
-#[derive(Debug, Clone)]
-pub struct PublishConfig {
-    pub input: PathBuf,
-    pub transactions_topic: String,
-    pub labels_topic: String,
-    /// Partitions for topics created by this run (existing topics are left alone).
-    pub partitions: i32,
-    /// Transactions per second; `None` = as fast as the broker takes them.
-    pub rate: Option<f64>,
-    /// Simulated hours (steps) per wall-clock second; an alternative to `rate`.
-    pub speedup: Option<f64>,
-    /// Stop after this many transactions.
-    pub limit: Option<u64>,
-    /// Start over at the end of the file (ids get a loop number), until `limit` or Ctrl-C.
-    pub repeat: bool,
-    pub label_delay: LabelDelay,
-    /// Stop at the first bad row instead of skipping it.
-    pub strict: bool,
-    /// Transaction ids are `<prefix>-<line>` (`<prefix>-<loop>-<line>` after the first loop).
-    pub id_prefix: String,
-}
-
-impl PublishConfig {
-    /// The whole file once, as fast as the broker takes it, each label sent with its transaction,
-    /// onto 6 partitions; set the other fields to change that.
-    pub fn new(input: PathBuf, transactions_topic: String, labels_topic: String) -> Self {
-        PublishConfig {
-            input,
-            transactions_topic,
-            labels_topic,
-            partitions: 6,
-            rate: None,
-            speedup: None,
-            limit: None,
-            repeat: false,
-            label_delay: LabelDelay::Steps(0),
-            strict: false,
-            id_prefix: "t".into(),
-        }
-    }
 }
 
 /// Running counts, for progress display and the final summary.
@@ -222,6 +155,8 @@ struct Sender {
     deliveries: Arc<Deliveries>,
     tx_schema: u32,
     label_schema: u32,
+    /// Resolved once: ids are `<id_prefix>-<line>`.
+    id_prefix: String,
     cfg: PublishConfig,
 }
 
@@ -233,10 +168,14 @@ impl Sender {
         key: &str,
         payload: &[u8],
         kind: usize,
+        headers: Option<OwnedHeaders>,
     ) -> Result<(), PublishError> {
         let mut record = BaseRecord::with_opaque_to(topic, kind)
             .key(key)
             .payload(payload);
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -261,7 +200,22 @@ impl Sender {
             &label.transaction_id,
             &payload,
             LABEL,
+            None,
         )
+    }
+
+    /// Sends transaction number `n` of the run; while traces are exported, one in `trace_every`
+    /// starts a trace that the scorer and the sink continue (its `traceparent` in a header).
+    fn send_transaction(&self, tx: &Transaction, n: u64) -> Result<(), PublishError> {
+        let payload = Codec::encode_with_id(self.tx_schema, tx)?;
+        let topic = &self.cfg.transactions_topic;
+        if !(trace::exporting() && n.is_multiple_of(self.cfg.trace_every)) {
+            return self.send(topic, &tx.name_orig, &payload, TX, None);
+        }
+        let span = tracing::info_span!("publish_transaction", transaction_id = %tx.transaction_id);
+        let headers = trace::traceparent(&span).map(|tp| trace::headers(&tp));
+        let _entered = span.enter();
+        self.send(topic, &tx.name_orig, &payload, TX, headers)
     }
 }
 
@@ -308,6 +262,7 @@ pub async fn publish(
         deliveries,
         tx_schema,
         label_schema,
+        id_prefix: cfg.id_prefix(),
         cfg,
     };
     tokio::task::spawn_blocking(move || run(sender, stop, progress))
@@ -473,14 +428,13 @@ fn run(
             let now = Instant::now();
             s.send_due_labels(&mut pending, step, now, &mut summary)?;
             let id = if round == 0 {
-                format!("{}-{line}", s.cfg.id_prefix)
+                format!("{}-{line}", s.id_prefix)
             } else {
-                format!("{}-{round}-{line}", s.cfg.id_prefix)
+                format!("{}-{round}-{line}", s.id_prefix)
             };
             let is_fraud = row.is_fraud;
             let tx = row.into_transaction(id, now_millis());
-            let payload = Codec::encode_with_id(s.tx_schema, &tx)?;
-            s.send(&s.cfg.transactions_topic, &tx.name_orig, &payload, TX)?;
+            s.send_transaction(&tx, summary.sent)?;
             summary.sent += 1;
             sent_this_round += 1;
             s.queue_label(

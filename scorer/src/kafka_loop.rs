@@ -8,6 +8,7 @@ use crate::txn::{AbortOnExit, ScorerContext, Txn, PRODUCER_DEFAULTS};
 use crate::{Engine, RunSummary, ScorerError};
 use fraudstream_common::kafka::{dead_letter_headers, send_retrying, BULK_FETCH};
 use fraudstream_common::now_millis;
+use fraudstream_common::trace;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -142,7 +143,7 @@ impl Engine {
     /// The transactional producer and the group consumer whose rebalance callback commits it.
     fn connect(&self) -> Result<Connection, ScorerError> {
         let mut config = self.cfg.kafka.client_config_with(PRODUCER_DEFAULTS)?;
-        config.set("transactional.id", &self.cfg.transactional_id);
+        config.set("transactional.id", self.cfg.transactional_id());
         let txn = Arc::new(Mutex::new(Txn::new(config)?));
         let fatal = Arc::new(Mutex::new(None));
         let generation = Arc::new(AtomicU64::new(0));
@@ -307,7 +308,15 @@ impl Engine {
                 batch.clear();
             }
             match next {
-                Some(Ok(m)) => batch.push(m.partition(), m.offset(), m.key(), m.payload()),
+                Some(Ok(m)) => {
+                    // Headers are only looked at while traces are exported.
+                    if trace::exporting() {
+                        if let Some(tp) = trace::from_headers(m.headers()) {
+                            batch.traced.push((batch.records.len(), tp));
+                        }
+                    }
+                    batch.push(m.partition(), m.offset(), m.key(), m.payload())
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "consumer error");
                     break;
@@ -361,7 +370,11 @@ impl Engine {
         // Observed locally and flushed once per batch: no atomic operations per record.
         let end_to_end = self.metrics.end_to_end_seconds.local();
         let (mut predictions, mut alerts, mut dead_letters) = (0u64, 0u64, 0u64);
-        for output in &scored.outputs {
+        let mut traced = scored.traced.iter().peekable();
+        for (index, output) in scored.outputs.iter().enumerate() {
+            let headers = traced
+                .next_if(|(i, _)| *i == index)
+                .map(|(_, tp)| trace::headers(tp));
             match output {
                 Output::Prediction {
                     key,
@@ -370,20 +383,22 @@ impl Engine {
                     event_time,
                 } => {
                     let key = &scored.bytes[key.clone()];
-                    send_retrying(
-                        &t.producer,
-                        BaseRecord::to(&self.cfg.predictions_topic)
-                            .key(key)
-                            .payload(&scored.bytes[payload.clone()]),
-                    )?;
+                    let mut record = BaseRecord::to(&self.cfg.predictions_topic)
+                        .key(key)
+                        .payload(&scored.bytes[payload.clone()]);
+                    if let Some(h) = &headers {
+                        record = record.headers(h.clone());
+                    }
+                    send_retrying(&t.producer, record)?;
                     predictions += 1;
                     if let Some(alert) = alert {
-                        send_retrying(
-                            &t.producer,
-                            BaseRecord::to(&self.cfg.alerts_topic)
-                                .key(key)
-                                .payload(&scored.bytes[alert.clone()]),
-                        )?;
+                        let mut record = BaseRecord::to(&self.cfg.alerts_topic)
+                            .key(key)
+                            .payload(&scored.bytes[alert.clone()]);
+                        if let Some(h) = headers {
+                            record = record.headers(h);
+                        }
+                        send_retrying(&t.producer, record)?;
                         alerts += 1;
                     }
                     end_to_end.observe((now - event_time).max(0) as f64 / 1000.0);

@@ -31,7 +31,7 @@ use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
 use fraudstream_common::registry_wait::RegistryWait;
 use fraudstream_common::server::Health;
 use fraudstream_common::CommonError;
-use fraudstream_schemas::{Codec, Prediction, SchemaError};
+use fraudstream_schemas::{topics, Codec, Prediction, SchemaError};
 use metrics::ScorerMetrics;
 use rdkafka::error::KafkaError;
 use std::path::PathBuf;
@@ -87,34 +87,80 @@ pub struct TransactionFailure {
     pub new_producer: Box<ScorerError>,
 }
 
-/// Everything the scorer needs to run. Built by `main` from flags and env.
-#[derive(Debug, Clone)]
+/// Everything the scorer needs to run: its flags (each also an environment variable).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ScorerConfig {
+    #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// This instance's stable name: its Kafka transactional.id is derived from it, so a restarted
+    /// instance fences its crashed predecessor at once. Default: scorer-<hostname> ($HOSTNAME,
+    /// else /etc/hostname).
+    #[arg(long, env = "FRAUDSTREAM_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Consumer group shared by all scorer instances.
+    #[arg(long, env = "FRAUDSTREAM_SCORER_GROUP", default_value = "scorer")]
     pub group: String,
-    /// Stable per instance: a restarted instance fences its predecessor's open transaction.
-    pub transactional_id: String,
+    #[arg(long = "transactions-topic", value_name = "TRANSACTIONS_TOPIC", env = "FRAUDSTREAM_TRANSACTIONS_TOPIC", default_value = topics::TRANSACTIONS)]
     pub input_topic: String,
+    #[arg(long, env = "FRAUDSTREAM_PREDICTIONS_TOPIC", default_value = topics::PREDICTIONS)]
     pub predictions_topic: String,
+    #[arg(long, env = "FRAUDSTREAM_ALERTS_TOPIC", default_value = topics::FRAUD_ALERTS)]
     pub alerts_topic: String,
+    #[arg(long, env = "FRAUDSTREAM_DLQ_TOPIC", default_value = topics::TRANSACTIONS_DLQ)]
     pub dlq_topic: String,
+    #[arg(long, env = "FRAUDSTREAM_MODELS_TOPIC", default_value = topics::MODELS)]
     pub models_topic: String,
+    /// Model name to serve from the models topic.
+    #[arg(long, env = "FRAUDSTREAM_MODEL_NAME", default_value = "paysim")]
     pub model_name: String,
     /// A LightGBM text model to serve until the models topic has a champion.
+    #[arg(long = "model", env = "FRAUDSTREAM_MODEL_FILE")]
     pub bootstrap_model: Option<PathBuf>,
+    /// Alert threshold for the --model file.
+    #[arg(
+        long = "threshold",
+        value_name = "THRESHOLD",
+        env = "FRAUDSTREAM_THRESHOLD",
+        default_value_t = 0.5
+    )]
     pub bootstrap_threshold: f64,
-    /// How long a Kafka transaction stays open: longer = more throughput, more latency.
+    /// How long a Kafka transaction stays open (ms): lower = less latency, higher = more throughput.
+    #[arg(long = "commit-interval-ms", value_name = "COMMIT_INTERVAL_MS", env = "FRAUDSTREAM_COMMIT_INTERVAL_MS", default_value = "100",
+          value_parser = fraudstream_common::args::millis)]
     pub commit_interval: Duration,
+    /// Most records scored in one batch.
+    #[arg(long, env = "FRAUDSTREAM_MAX_BATCH", default_value_t = 10_000)]
     pub max_batch: usize,
-    /// Records per partition re-read to rebuild account state after assignment.
+    /// Records per partition re-read to rebuild per-account state after an assignment.
+    #[arg(long, env = "FRAUDSTREAM_STATE_LOOKBACK", default_value_t = 200_000)]
     pub state_lookback: i64,
-    /// Partitions of topics this scorer creates if missing (outputs, DLQ).
+    /// Partitions for output topics this scorer creates if they are missing.
+    #[arg(long, env = "FRAUDSTREAM_PARTITIONS", default_value_t = 6)]
     pub partitions: i32,
-    /// Benchmark baseline: forward each record's bytes to the predictions topic in the same
-    /// transactional loop, without decoding or scoring.
+    /// Benchmark baseline: forward the raw bytes to the predictions topic (no decoding, no
+    /// scoring) through the same exactly-once loop.
+    #[arg(long, hide = true)]
     pub passthrough: bool,
-    /// Stop (cleanly) after this many records; for benchmarks.
+    /// Stop cleanly after this many records (benchmarks).
+    #[arg(long, hide = true)]
     pub stop_after: Option<u64>,
+}
+
+impl ScorerConfig {
+    /// Stable per instance: a restarted instance fences its predecessor's open transaction.
+    /// HOSTNAME first: containers get a distinct one per replica (compose's `replicas: 2`).
+    pub fn transactional_id(&self) -> String {
+        let instance = self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.trim().is_empty())
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|| "local".into());
+            format!("scorer-{host}")
+        });
+        format!("fraudstream-{instance}")
+    }
 }
 
 /// Counts of one run (for logs and tests).

@@ -11,6 +11,7 @@ use crate::models::{ModelEvent, ModelSet};
 use crate::state;
 use crate::{Engine, ScorerError};
 use fraudstream_common::features::{push_features, AccountHistory, TxView, N_FEATURES};
+use fraudstream_common::trace;
 use fraudstream_schemas::{Codec, Prediction, SchemaError, Transaction};
 use rdkafka::consumer::BaseConsumer;
 use std::collections::HashMap;
@@ -29,6 +30,8 @@ pub(crate) struct Batch {
     /// Keys and payloads, back to back.
     pub bytes: Vec<u8>,
     pub records: Vec<RawRecord>,
+    /// (record index, traceparent) of the sampled records that carry a trace, in order.
+    pub traced: Vec<(usize, String)>,
 }
 
 pub(crate) struct RawRecord {
@@ -72,6 +75,7 @@ impl Batch {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.records.clear();
+        self.traced.clear();
     }
 
     /// The offset to commit per partition once this batch's outputs are sent.
@@ -90,6 +94,8 @@ pub(crate) struct Scored {
     pub generation: u64,
     pub bytes: Vec<u8>,
     pub outputs: Vec<Output>,
+    /// (output index, traceparent of its scoring span) for the sampled records, in order.
+    pub traced: Vec<(usize, String)>,
 }
 
 pub(crate) enum Output {
@@ -135,6 +141,7 @@ pub(crate) fn run(
         generation: u64::MAX,
         rows: Vec::new(),
         txs: Vec::new(),
+        traced: Vec::new(),
         recycled,
     };
     while let Ok(batch) = batches.recv() {
@@ -159,6 +166,8 @@ struct Stage {
     /// Reused from batch to batch, as are the output buffers (`recycled`).
     rows: Vec<f64>,
     txs: Vec<Transaction>,
+    /// (index in `txs`, traceparent) of this batch's sampled transactions.
+    traced: Vec<(usize, String)>,
     recycled: Receiver<Scored>,
 }
 
@@ -210,12 +219,14 @@ impl Stage {
             Ok(mut out) => {
                 out.bytes.clear();
                 out.outputs.clear();
+                out.traced.clear();
                 out
             }
             Err(_) => Scored {
                 generation: 0,
                 bytes: Vec::with_capacity(batch.bytes.len() * 2),
                 outputs: Vec::with_capacity(batch.records.len()),
+                traced: Vec::new(),
             },
         };
         out.generation = batch.generation;
@@ -231,7 +242,10 @@ impl Stage {
         out: &mut Scored,
     ) -> Result<(), ScorerError> {
         let engine = &*self.engine;
+        self.traced.clear();
+        let mut traced = batch.traced.iter().peekable();
         for (index, r) in batch.records.iter().enumerate() {
+            let trace = traced.next_if(|(i, _)| *i == index);
             let decoded = match batch.payload(r) {
                 None => Err("empty payload (tombstone) on the transactions topic".to_string()),
                 Some(pl) => decode(engine, pl)?.map_err(|e| e.to_string()),
@@ -255,6 +269,9 @@ impl Stage {
             };
             let account = history.observe(&tx.name_orig, r.offset, tx.step, tx.amount);
             push_features(&TxView::from(&tx), account, &mut self.rows);
+            if let Some((_, tp)) = trace {
+                self.traced.push((txs.len(), tp.clone()));
+            }
             txs.push(tx);
         }
         Ok(())
@@ -289,7 +306,11 @@ impl Stage {
             .map_err(scoring)?
             .into_iter();
         let scored_at = fraudstream_common::now_millis();
+        let mut traced = self.traced.iter().peekable();
         for (i, tx) in txs.drain(..).enumerate() {
+            let span = traced
+                .next_if(|(t, _)| *t == i)
+                .map(|(_, tp)| trace_span(tp, &tx, scores[i], champion.version));
             let score = scores[i];
             let is_alert = score >= champion.threshold;
             let prediction = Prediction {
@@ -313,6 +334,9 @@ impl Stage {
                 },
             };
             self.encode(&prediction, out)?;
+            if let Some(tp) = span.as_ref().and_then(trace::traceparent) {
+                out.traced.push((out.outputs.len() - 1, tp));
+            }
         }
         Ok(())
     }
@@ -361,6 +385,18 @@ pub(crate) fn decode(
         Err(e) if e.is_registry_unavailable() => Err(ScorerError::StoppedInOutage(e)),
         r => Ok(r),
     }
+}
+
+/// The scoring span of a sampled transaction, a child of the producer's span in the same trace.
+fn trace_span(traceparent: &str, tx: &Transaction, score: f64, version: i32) -> tracing::Span {
+    let span = tracing::info_span!(
+        "score_transaction",
+        transaction_id = %tx.transaction_id,
+        score,
+        model_version = version
+    );
+    trace::follow(&span, traceparent);
+    span
 }
 
 fn scoring(e: lightgbm3::Error) -> ScorerError {

@@ -7,19 +7,18 @@ use fraudstream_common::features::{
 };
 use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
 use fraudstream_common::model::{pack_model_text, LoadedModel};
-use fraudstream_common::testing::{headers_map, local_kafka, service_args, unique_name, Process};
+use fraudstream_common::testing::{
+    headers_map, local_kafka, otlp_sink, service_args, unique_name, workspace_bin, Process,
+};
 use fraudstream_schemas::{Codec, ModelRecord, Prediction, Transaction};
 use paysim::CsvReader;
-use producer::publish::{publish, PublishConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A small LightGBM model trained on `csv` with the shared feature code, to predict `label`.
@@ -91,13 +90,27 @@ impl Topics {
     }
 }
 
-/// `rows` simulated PaySim rows in `dir/paysim.csv`.
-fn simulate(dir: &Path, rows: u64, seed: u64) -> std::path::PathBuf {
+/// `rows` simulated PaySim rows in `dir/paysim.csv`, and how many were written.
+fn simulate(dir: &Path, rows: u64, seed: u64) -> (std::path::PathBuf, u64) {
     let csv = dir.join("paysim.csv");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&csv).unwrap());
-    paysim::simulate::simulate(rows, seed, &mut w, |_| {}).unwrap();
+    let summary = paysim::simulate::simulate(rows, seed, &mut w, |_| {}).unwrap();
     std::io::Write::flush(&mut w).unwrap();
-    csv
+    (csv, summary.rows)
+}
+
+/// `producer publish` of `csv` to the test's topics, labels at once; add flags and run it.
+fn publish(kafka: &KafkaArgs, csv: &Path, t: &Topics) -> Command {
+    let mut command = Command::new(workspace_bin("producer"));
+    command
+        .arg("publish")
+        .args(service_args(kafka, None))
+        .arg("--input")
+        .arg(csv)
+        .args(["--transactions-topic", &t.transactions])
+        .args(["--labels-topic", &t.labels, "--label-delay", "0"])
+        .stdout(std::process::Stdio::null());
+    command
 }
 
 fn scorer(kafka: &KafkaArgs, t: &Topics, instance: &str) -> Process {
@@ -181,7 +194,7 @@ async fn three_scorers_one_killed_exactly_one_prediction_each_and_a_live_model_s
 
     // Data and a first model.
     let dir = tempfile::tempdir().unwrap();
-    let all = simulate(dir.path(), 300_000, 5);
+    let (all, _) = simulate(dir.path(), 300_000, 5);
     let (hist, stream) = (
         dir.path().join("historical.csv"),
         dir.path().join("stream.csv"),
@@ -202,21 +215,18 @@ async fn three_scorers_one_killed_exactly_one_prediction_each_and_a_live_model_s
 
     // 200k transactions at 40k/s (the stream part, looped with fresh ids).
     let n = 200_000u64;
-    let cfg = PublishConfig {
-        rate: Some(40_000.0),
-        limit: Some(n),
-        repeat: true,
-        id_prefix: "s".into(),
-        ..PublishConfig::new(stream.clone(), t.transactions.clone(), t.labels.clone())
-    };
-    let publisher = tokio::spawn({
-        let kafka = kafka.clone();
-        async move {
-            publish(&kafka, cfg, Arc::new(AtomicBool::new(false)), |_| {})
-                .await
-                .unwrap()
-        }
-    });
+    let mut publisher = publish(&kafka, &stream, &t)
+        .args([
+            "--rate",
+            "40000",
+            "--limit",
+            &n.to_string(),
+            "--loop",
+            "--id-prefix",
+            "s",
+        ])
+        .spawn()
+        .unwrap();
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Malformed records and refused models, mid-stream.
@@ -254,8 +264,11 @@ async fn three_scorers_one_killed_exactly_one_prediction_each_and_a_live_model_s
     send_raw(&raw, &t.models, "paysim", &v2).await;
     let v2_sent_at = fraudstream_common::now_millis();
 
-    let published = publisher.await.unwrap();
-    assert_eq!(published.acked, n);
+    let published = tokio::task::spawn_blocking(move || publisher.wait().unwrap());
+    assert!(
+        published.await.unwrap().success(),
+        "every transaction was acknowledged"
+    );
 
     let messages = tokio::task::spawn_blocking({
         let kafka = kafka.clone();
@@ -364,7 +377,7 @@ async fn account_state_survives_a_restart() {
     let kafka = local_kafka();
     let t = Topics::create(&kafka, "state", 2).await;
     let dir = tempfile::tempdir().unwrap();
-    let csv = simulate(dir.path(), 60_000, 11);
+    let (csv, rows) = simulate(dir.path(), 60_000, 11);
     let record = model_record(1, &train(&csv, |_, a| a.count_window > 0.0), 0.5);
     let codec = Codec::new(&kafka.schema_registry);
     let raw: FutureProducer = kafka.client_config().unwrap().create().unwrap();
@@ -375,15 +388,12 @@ async fn account_state_survives_a_restart() {
         &codec.encode(&t.models, &record).await.unwrap(),
     )
     .await;
-    let cfg = PublishConfig {
-        partitions: 2,
-        id_prefix: "st".into(),
-        ..PublishConfig::new(csv.clone(), t.transactions.clone(), t.labels.clone())
-    };
-    let n = publish(&kafka, cfg, Arc::new(AtomicBool::new(false)), |_| {})
-        .await
-        .unwrap()
-        .acked as usize;
+    let status = publish(&kafka, &csv, &t)
+        .args(["--partitions", "2", "--id-prefix", "st"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "every transaction was acknowledged");
+    let n = rows as usize;
 
     // The first instance scores part of the stream and stops cleanly (committing its offsets);
     // the second starts from those offsets. (A partition may be read to its end before the other
@@ -508,4 +518,74 @@ async fn account_state_survives_a_restart() {
         wrong.len(),
         &wrong[..wrong.len().min(5)]
     );
+}
+
+/// The `traceparent` header of each message that has one, by transaction id.
+async fn traceparents<T: fraudstream_schemas::AvroRecord>(
+    codec: &Codec,
+    messages: &[OwnedMessage],
+    id: impl Fn(T) -> String,
+) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    for m in messages {
+        if let Some(tp) = headers_map(m).remove("traceparent") {
+            let record = codec.decode(m.payload().unwrap()).await.unwrap();
+            found.insert(id(record), tp);
+        }
+    }
+    found
+}
+
+/// With traces exported, one transaction in `--trace-every` carries a `traceparent` from the
+/// producer, and its prediction carries the scorer's span of the same trace: a trace does not
+/// stop at the topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sampled_transaction_keeps_its_trace_through_the_scorer() {
+    let kafka = local_kafka();
+    let t = Topics::create(&kafka, "trace", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, rows) = simulate(dir.path(), 5_000, 3);
+    let codec = Codec::new(&kafka.schema_registry);
+    let raw: FutureProducer = kafka.client_config().unwrap().create().unwrap();
+    let model = model_record(1, &train(&csv, |fraud, _| fraud), 0.5);
+    let record = codec.encode(&t.models, &model).await.unwrap();
+    send_raw(&raw, &t.models, "paysim", &record).await;
+    let endpoint = otlp_sink();
+    let status = publish(&kafka, &csv, &t)
+        .args(["--trace-every", "100"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let scored = scorer_command(&kafka, &t, &unique_name("traced"))
+        .args(["--stop-after", &rows.to_string()])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        // Spans are info-level: a filter that drops them drops the trace too.
+        .env("RUST_LOG", "warn,scorer=info")
+        .status()
+        .unwrap();
+    assert!(scored.success());
+
+    let n = rows as usize;
+    let (short, long) = (Duration::from_secs(1), Duration::from_secs(60));
+    let input = drain(&kafka, &t.transactions, n, short, long);
+    let output = drain(&kafka, &t.predictions, n, short, long);
+    let sent = traceparents(&codec, &input, |t: Transaction| t.transaction_id).await;
+    let scored = traceparents(&codec, &output, |p: Prediction| p.transaction_id).await;
+    assert_eq!(sent.len(), n.div_ceil(100), "one in 100 is traced");
+    assert!(
+        sent.keys().eq(scored.keys()),
+        "exactly the traced transactions' predictions are traced"
+    );
+    for (id, upstream) in &sent {
+        let (up, down): (Vec<&str>, Vec<&str>) = (
+            upstream.split('-').collect(),
+            scored[id].split('-').collect(),
+        );
+        assert_eq!(
+            up[1], down[1],
+            "{id}: the prediction continues the producer's trace"
+        );
+        assert_ne!(up[2], down[2], "{id}: under a span of the scorer's own");
+    }
 }

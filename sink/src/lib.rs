@@ -27,8 +27,9 @@ use fraudstream_common::kafka::{
 };
 use fraudstream_common::registry_wait::RegistryWait;
 use fraudstream_common::server::Health;
+use fraudstream_common::trace;
 use fraudstream_common::CommonError;
-use fraudstream_schemas::{Codec, Label, Prediction, SchemaError, Transaction};
+use fraudstream_schemas::{topics, Codec, Label, Prediction, SchemaError, Transaction};
 use metrics::SinkMetrics;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -106,29 +107,48 @@ fn clickhouse_code(message: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// Everything the sink needs. Built by `main` from flags and env.
-#[derive(Debug, Clone)]
+/// Everything the sink needs: its flags (each also an environment variable).
+#[derive(Debug, Clone, clap::Args)]
 pub struct SinkConfig {
+    #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
+    /// Consumer group shared by all sink instances.
+    #[arg(long, env = "FRAUDSTREAM_SINK_GROUP", default_value = "sink")]
     pub group: String,
+    #[arg(long, env = "FRAUDSTREAM_TRANSACTIONS_TOPIC", default_value = topics::TRANSACTIONS)]
     pub transactions_topic: String,
+    #[arg(long, env = "FRAUDSTREAM_PREDICTIONS_TOPIC", default_value = topics::PREDICTIONS)]
     pub predictions_topic: String,
+    #[arg(long, env = "FRAUDSTREAM_LABELS_TOPIC", default_value = topics::LABELS)]
     pub labels_topic: String,
+    /// Where undecodable records go, with the reason and their origin in headers.
+    #[arg(long, env = "FRAUDSTREAM_SINK_DLQ_TOPIC", default_value = topics::PREDICTIONS_DLQ)]
     pub dlq_topic: String,
-    /// A batch is written when it holds this many rows...
+    /// Write a batch once it holds this many rows...
+    #[arg(long, env = "FRAUDSTREAM_BATCH_ROWS", default_value_t = 200_000)]
     pub batch_rows: usize,
-    /// ...or this many bytes of Kafka payload...
+    /// ...or this many MiB of Kafka payload...
+    #[arg(long = "batch-mib", value_name = "BATCH_MIB", env = "FRAUDSTREAM_BATCH_MIB", default_value = "64",
+          value_parser = fraudstream_common::args::mebibytes)]
     pub batch_bytes: usize,
-    /// ...or its first row is this old.
+    /// ...or once its first row is this many milliseconds old (bounds the delay to ClickHouse).
+    #[arg(long = "batch-ms", value_name = "BATCH_MS", env = "FRAUDSTREAM_BATCH_MS", default_value = "1000",
+          value_parser = fraudstream_common::args::millis)]
     pub batch_age: Duration,
-    /// Longest wait between two insert attempts while ClickHouse is failing.
+    /// Longest wait between insert attempts while ClickHouse fails (ms); backoff doubles up to it.
+    #[arg(long = "max-backoff-ms", value_name = "MAX_BACKOFF_MS", env = "FRAUDSTREAM_MAX_BACKOFF_MS", default_value = "5000",
+          value_parser = fraudstream_common::args::millis)]
     pub max_backoff: Duration,
-    /// Partitions of the topics the sink creates if they are missing.
+    /// Partitions of the topics the sink creates if they are missing (inputs and DLQ).
+    #[arg(long, env = "FRAUDSTREAM_PARTITIONS", default_value_t = 6)]
     pub partitions: i32,
-    /// Stop cleanly once this many rows were committed (benchmarks and tests).
+    /// Stop cleanly once this many rows were committed (benchmarks).
+    #[arg(long, hide = true)]
     pub stop_after: Option<u64>,
     /// Where the rows go. Each destination is its own consumer group with its own offsets.
+    #[arg(skip = Destination::ClickHouse)]
     pub destination: Destination,
 }
 
@@ -383,6 +403,11 @@ impl Sink {
         b.offsets
             .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
         b.bytes += payload.len();
+        if trace::exporting() {
+            if let Some(tp) = trace::from_headers(m.headers()) {
+                b.traced.push((topic.to_string(), tp));
+            }
+        }
         let result = decoded.map(|d| match d {
             Decoded::Prediction(p) => b.predictions.push(PredictionRow::from(p)),
             Decoded::Transaction(t) => {

@@ -1,15 +1,10 @@
 use anyhow::Result;
 use clap::Parser;
-use fraudstream_common::clickhouse::ClickHouseArgs;
-use fraudstream_common::kafka::KafkaArgs;
-use fraudstream_common::server::{self, Health};
-use fraudstream_common::stop::Stop;
-use fraudstream_common::telemetry::{self, TelemetryArgs};
-use fraudstream_schemas::topics;
+use fraudstream_common::service::Service;
+use fraudstream_common::telemetry::TelemetryArgs;
 use sink::metrics::SinkMetrics;
-use sink::{run, Destination, SinkConfig};
+use sink::{run, SinkConfig};
 use std::sync::Arc;
-use std::time::Duration;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -24,41 +19,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(version, about, args_override_self = true)]
 struct Cli {
     #[command(flatten)]
-    kafka: KafkaArgs,
-    #[command(flatten)]
-    clickhouse: ClickHouseArgs,
+    sink: SinkConfig,
     #[command(flatten)]
     telemetry: TelemetryArgs,
-    /// Consumer group shared by all sink instances.
-    #[arg(long, env = "FRAUDSTREAM_SINK_GROUP", default_value = "sink")]
-    group: String,
-    #[arg(long, env = "FRAUDSTREAM_TRANSACTIONS_TOPIC", default_value = topics::TRANSACTIONS)]
-    transactions_topic: String,
-    #[arg(long, env = "FRAUDSTREAM_PREDICTIONS_TOPIC", default_value = topics::PREDICTIONS)]
-    predictions_topic: String,
-    #[arg(long, env = "FRAUDSTREAM_LABELS_TOPIC", default_value = topics::LABELS)]
-    labels_topic: String,
-    /// Where undecodable records go, with the reason and their origin in headers.
-    #[arg(long, env = "FRAUDSTREAM_SINK_DLQ_TOPIC", default_value = topics::PREDICTIONS_DLQ)]
-    dlq_topic: String,
-    /// Write a batch once it holds this many rows...
-    #[arg(long, env = "FRAUDSTREAM_BATCH_ROWS", default_value_t = 200_000)]
-    batch_rows: usize,
-    /// ...or this many MiB of Kafka payload...
-    #[arg(long, env = "FRAUDSTREAM_BATCH_MIB", default_value_t = 64)]
-    batch_mib: usize,
-    /// ...or once its first row is this many milliseconds old (bounds the delay to ClickHouse).
-    #[arg(long, env = "FRAUDSTREAM_BATCH_MS", default_value_t = 1000)]
-    batch_ms: u64,
-    /// Longest wait between insert attempts while ClickHouse fails (ms); backoff doubles up to it.
-    #[arg(long, env = "FRAUDSTREAM_MAX_BACKOFF_MS", default_value_t = 5000)]
-    max_backoff_ms: u64,
-    /// Partitions of the topics the sink creates if they are missing (inputs and DLQ).
-    #[arg(long, env = "FRAUDSTREAM_PARTITIONS", default_value_t = 6)]
-    partitions: i32,
-    /// Stop cleanly once this many rows were committed (benchmarks).
-    #[arg(long, hide = true)]
-    stop_after: Option<u64>,
     /// Address of /metrics and /health.
     #[arg(
         long,
@@ -108,8 +71,9 @@ struct BigQueryArgs {
 #[cfg(feature = "bigquery")]
 impl BigQueryArgs {
     /// The BigQuery loop's destination, when --bigquery is on.
-    fn destination(self) -> Option<Destination> {
+    fn destination(self) -> Option<sink::Destination> {
         use sink::bigquery::{BigQueryAuth, BigQueryConfig};
+        use sink::Destination;
         let auth = match (self.bigquery_token, self.bigquery_no_auth) {
             (Some(token), _) => BigQueryAuth::Token(token),
             (None, true) => BigQueryAuth::None,
@@ -130,28 +94,17 @@ impl BigQueryArgs {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let _telemetry = telemetry::init("sink", &cli.telemetry)?;
-    fraudstream_common::check_connections(Some(&cli.kafka), Some(&cli.clickhouse)).await?;
+    let service = Service::start("sink", &cli.telemetry)?;
+    fraudstream_common::check_connections(Some(&cli.sink.kafka), Some(&cli.sink.clickhouse))
+        .await?;
     let metrics = Arc::new(SinkMetrics::new()?);
-    let health = Health::new();
-    server::serve(cli.metrics_addr, metrics.registry.clone(), health.clone()).await?;
-    let stop = Stop::on_signals("writing and committing what was read").receiver();
-    let cfg = SinkConfig {
-        kafka: cli.kafka,
-        clickhouse: cli.clickhouse,
-        group: cli.group,
-        transactions_topic: cli.transactions_topic,
-        predictions_topic: cli.predictions_topic,
-        labels_topic: cli.labels_topic,
-        dlq_topic: cli.dlq_topic,
-        batch_rows: cli.batch_rows,
-        batch_bytes: cli.batch_mib << 20,
-        batch_age: Duration::from_millis(cli.batch_ms),
-        max_backoff: Duration::from_millis(cli.max_backoff_ms),
-        partitions: cli.partitions,
-        stop_after: cli.stop_after,
-        destination: Destination::ClickHouse,
-    };
+    service
+        .serve(cli.metrics_addr, metrics.registry.clone())
+        .await?;
+    let stop = service
+        .stop_on_signals("writing and committing what was read")
+        .receiver();
+    let cfg = cli.sink;
     // BigQuery, when on, is a second loop in its own consumer group with its own offsets.
     #[cfg(feature = "bigquery")]
     let bigquery_loop = cli.bigquery.destination().map(|destination| {
@@ -161,7 +114,7 @@ async fn main() -> Result<()> {
             ..cfg.clone()
         };
         let bq_metrics = metrics.alongside("sink_bigquery").map(Arc::new);
-        let (bq_health, bq_stop) = (Health::new(), stop.clone());
+        let (bq_health, bq_stop) = (fraudstream_common::server::Health::new(), stop.clone());
         tokio::spawn(async move {
             match run(bq_cfg, bq_metrics?, bq_health, bq_stop).await {
                 Ok(s) => tracing::info!(rows = s.rows, "BigQuery loop stopped"),
@@ -170,7 +123,7 @@ async fn main() -> Result<()> {
             Ok::<_, fraudstream_common::CommonError>(())
         })
     });
-    let summary = run(cfg, metrics, health, stop).await?;
+    let summary = run(cfg, metrics, service.health.clone(), stop).await?;
     #[cfg(feature = "bigquery")]
     if let Some(handle) = bigquery_loop {
         handle.await??;

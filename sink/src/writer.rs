@@ -7,6 +7,7 @@ use crate::rows::{LabelRow, PredictionRow, TransactionRow};
 use crate::{SinkConfig, SinkContext, SinkError};
 use fraudstream_common::kafka::{dead_letter_headers, read_partition_range};
 use fraudstream_common::server::Health;
+use fraudstream_common::trace;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -46,6 +47,8 @@ pub(crate) struct Batch {
     pub(crate) first: HashMap<(String, i32), i64>,
     pub(crate) bytes: usize,
     pub(crate) started: Option<Instant>,
+    /// (topic, traceparent) of the sampled records that carry a trace.
+    pub(crate) traced: Vec<(String, String)>,
 }
 
 impl Batch {
@@ -83,6 +86,16 @@ impl Writer {
     #[tracing::instrument(name = "write_batch", skip_all, fields(rows = batch.rows()))]
     pub(crate) async fn write(&self, batch: Batch) -> Result<u64, SinkError> {
         let started = Instant::now();
+        // Open until the batch is committed: the last span of each sampled record's trace.
+        let _landing: Vec<tracing::Span> = batch
+            .traced
+            .iter()
+            .map(|(topic, tp)| {
+                let span = tracing::info_span!("land_record", topic = %topic, rows = batch.rows());
+                trace::follow(&span, tp);
+                span
+            })
+            .collect();
         match &self.target {
             Target::ClickHouse(client) => {
                 let written = self

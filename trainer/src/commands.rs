@@ -3,7 +3,8 @@
 use crate::{Target, Training};
 use anyhow::{bail, Context, Result};
 use fraudstream_common::kafka::{ensure_topics, TopicSpec};
-use fraudstream_common::server::{self, Health, Registrar};
+use fraudstream_common::server::Registrar;
+use fraudstream_common::service::Service;
 use fraudstream_schemas::ModelStatus;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -219,17 +220,15 @@ pub(crate) struct Watch<'a> {
 
 /// The watcher's `/metrics` (`trainer_*`) and `/health`.
 struct WatchMetrics {
-    health: std::sync::Arc<Health>,
     trainings: prometheus::IntCounter,
     failures: prometheus::IntCounter,
     last_version: prometheus::IntGauge,
 }
 
 impl WatchMetrics {
-    async fn serve(addr: Option<std::net::SocketAddr>) -> Result<Self> {
+    async fn serve(service: &Service, addr: Option<std::net::SocketAddr>) -> Result<Self> {
         let r = Registrar::new("trainer")?;
         let m = WatchMetrics {
-            health: Health::new(),
             trainings: r.counter("trainings_total", "Trainings done by watch")?,
             failures: r.counter(
                 "cycle_failures_total",
@@ -238,7 +237,7 @@ impl WatchMetrics {
             last_version: r.gauge("last_version", "Version published by the last training")?,
         };
         if let Some(addr) = addr {
-            server::serve(addr, r.registry, m.health.clone()).await?;
+            service.serve(addr, r.registry).await?;
         }
         Ok(m)
     }
@@ -248,8 +247,14 @@ impl WatchMetrics {
 /// failed cycle (ClickHouse restarting, no fraud yet in a time split) is logged, counted and
 /// tried again next time (`/health` says why meanwhile); the watcher only stops on a config or
 /// state file it cannot use at start.
-pub(crate) async fn watch(target: &Target, training: &Training, w: &Watch<'_>) -> Result<()> {
-    let metrics = WatchMetrics::serve(w.metrics_addr).await?;
+pub(crate) async fn watch(
+    service: &Service,
+    target: &Target,
+    training: &Training,
+    w: &Watch<'_>,
+) -> Result<()> {
+    let metrics = WatchMetrics::serve(service, w.metrics_addr).await?;
+    let health = &service.health;
     let publisher = target.publisher(training, true).await?;
     let mut st = WatchState::load(w.state)?;
     let mut cfg = WatchConfig::load_or_create(w.config)?;
@@ -261,8 +266,8 @@ pub(crate) async fn watch(target: &Target, training: &Training, w: &Watch<'_>) -
         st.last_count,
         st.last_version
     );
-    metrics.health.set_ready("watching");
-    let stop = fraudstream_common::stop::Stop::on_signals("after this cycle");
+    health.set_ready("watching");
+    let stop = service.stop_on_signals("after this cycle");
     let mut done = 0u64;
     loop {
         match WatchConfig::load_or_create(w.config) {
@@ -271,7 +276,7 @@ pub(crate) async fn watch(target: &Target, training: &Training, w: &Watch<'_>) -
         }
         match watch_cycle(target, training, &publisher, &cfg, &mut st, w.state).await {
             Ok(trained) => {
-                metrics.health.set_ready("watching");
+                health.set_ready("watching");
                 if trained {
                     done += 1;
                     metrics.trainings.inc();
@@ -286,9 +291,7 @@ pub(crate) async fn watch(target: &Target, training: &Training, w: &Watch<'_>) -
             // The count is not advanced, so the next cycle tries again with what arrived.
             Err(e) => {
                 metrics.failures.inc();
-                metrics
-                    .health
-                    .set_unready(format!("last cycle failed: {e:#}"));
+                health.set_unready(format!("last cycle failed: {e:#}"));
                 tracing::warn!(
                     error = format!("{e:#}"),
                     "watch cycle failed; retrying next cycle"

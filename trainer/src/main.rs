@@ -4,7 +4,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use fraudstream_common::clickhouse::ClickHouseArgs;
 use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
-use fraudstream_common::telemetry::{self, TelemetryArgs};
+use fraudstream_common::service::Service;
+use fraudstream_common::telemetry::TelemetryArgs;
 use fraudstream_schemas::{topics, ModelStatus};
 use std::path::PathBuf;
 use trainer::registry;
@@ -233,7 +234,7 @@ impl Target {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    let _telemetry = telemetry::init("trainer", &cli.telemetry)?;
+    let service = Service::start("trainer", &cli.telemetry)?;
     let target = cli.command.target();
     fraudstream_common::check_connections(Some(&target.kafka), Some(&target.clickhouse)).await?;
     match &cli.command {
@@ -272,7 +273,7 @@ async fn main() -> Result<()> {
                 max_trainings: *max_trainings,
                 metrics_addr: *metrics_addr,
             };
-            commands::watch(target, training, &watch).await
+            commands::watch(&service, target, training, &watch).await
         }
         Command::List { target } => commands::list(target).await,
         Command::Show { target, version } => commands::show(target, *version).await,
