@@ -5,6 +5,7 @@
 //! replays these files into Kafka, the trainer learns from them.
 
 pub mod format;
+pub mod profile;
 pub mod simulate;
 pub mod split;
 pub mod stats;

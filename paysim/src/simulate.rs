@@ -12,9 +12,16 @@
 //! transfer (> 200,000) is sometimes caught by PaySim's rule: flagged, blocked (no money moves),
 //! and not cashed out.
 //!
+//! That is the `kaggle` profile. The `realistic` one (the default of `producer simulate`) turns
+//! on the knobs of [`crate::profile::Knobs`]: partial drains, chunks under the flag threshold,
+//! mules reused by several victims with their balances recorded, cash-outs hours later, normal
+//! customers who empty their accounts, PaySim's unrecorded destination balances on normal rows,
+//! and takeovers nobody reports. [`crate::profile::Drift`] switches on a new pattern mid-month.
+//!
 //! Deterministic per seed. Money is kept in cents so rows format without float printing.
 
 use crate::format::{write_header, CentsRow};
+use crate::profile::{Drift, Knobs, Pattern, Profile};
 use fraudstream_schemas::TransactionType;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -36,12 +43,46 @@ const HOURLY: [f64; 24] = [
     0.95, 0.90, 0.85, 0.70, 0.50, 0.30, 0.18,
 ];
 
+/// What to simulate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    pub rows: u64,
+    pub seed: u64,
+    pub profile: Profile,
+    /// New fraud patterns and the step each starts at.
+    pub drifts: Vec<Drift>,
+}
+
 /// What a simulation produced.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SimSummary {
     pub rows: u64,
+    /// Rows labelled fraud (`isFraud` = 1).
     pub fraud_rows: u64,
     pub flagged_rows: u64,
+    /// Fraud rows labelled 0 because the takeover was never reported.
+    pub unreported_rows: u64,
+    /// Fraud rows of a drift pattern (reported or not).
+    pub drift_rows: u64,
+}
+
+/// Rows one fraud event wrote.
+#[derive(Debug, Clone, Copy, Default)]
+struct EventRows {
+    rows: u64,
+    labelled: u64,
+    unreported: u64,
+    flagged: u64,
+    drift: u64,
+}
+
+/// A mule's cash-out, due at a later step.
+struct CashOut {
+    due: i32,
+    mule: usize,
+    amount: i64,
+    reported: bool,
+    drift: bool,
 }
 
 /// Rows of each step, proportional to the daily cycle and PaySim's front-loaded month.
@@ -61,15 +102,19 @@ fn account_id(prefix: u8, index: usize, buf: &mut Vec<u8>) {
 
 struct World {
     rng: SmallRng,
+    knobs: Knobs,
     balances: Vec<i64>,
     agents: usize,
     merchants: usize,
+    /// Mules used so far (realistic profile: reused by later victims).
+    mules: Vec<usize>,
+    pending: Vec<CashOut>,
     orig: Vec<u8>,
     dest: Vec<u8>,
 }
 
 impl World {
-    fn new(rows: u64, seed: u64) -> Self {
+    fn new(rows: u64, seed: u64, knobs: Knobs) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed);
         let customers = (rows / 3).clamp(2_000, 50_000_000) as usize;
         let agents = (customers / 100).max(100);
@@ -85,9 +130,12 @@ impl World {
             .collect();
         World {
             rng,
+            knobs,
             balances,
             agents,
             merchants: (rows / 6).max(1_000) as usize,
+            mules: Vec::new(),
+            pending: Vec::new(),
             orig: Vec::with_capacity(16),
             dest: Vec::with_capacity(16),
         }
@@ -99,6 +147,23 @@ impl World {
 
     fn agent(&mut self) -> usize {
         self.rng.random_range(0..self.agents)
+    }
+
+    /// True with probability `p`; draws nothing when `p` is 0, so the `kaggle` profile makes
+    /// the same file it always made.
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random::<f64>() < p
+    }
+
+    /// The destination balances as written: PaySim leaves many unrecorded (0/0) or stale.
+    fn recorded_dest(&mut self, old: i64, new: i64) -> (i64, i64) {
+        if self.chance(self.knobs.normal_dest_unrecorded) {
+            (0, 0)
+        } else if self.chance(self.knobs.normal_dest_stale) {
+            (old, old)
+        } else {
+            (old, new)
+        }
     }
 
     /// One ordinary transaction of `step`, appended to `out`.
@@ -143,6 +208,10 @@ impl World {
         if credit {
             return self.emit_cash_in(step, orig, amount, out);
         }
+        let moves_money = matches!(tx_type, TransactionType::Transfer | TransactionType::CashOut);
+        if moves_money && self.balances[orig] > 0 && self.chance(self.knobs.normal_empties) {
+            amount = self.balances[orig];
+        }
         let old_org = self.balances[orig];
         self.balances[orig] -= amount;
         account_id(b'C', orig, &mut self.orig);
@@ -161,7 +230,7 @@ impl World {
                 account_id(b'C', d, &mut self.dest);
                 let old = self.balances[d];
                 self.balances[d] += amount;
-                (old, old + amount)
+                self.recorded_dest(old, old + amount)
             }
         };
         CentsRow {
@@ -209,9 +278,8 @@ impl World {
         .write_line(out);
     }
 
-    /// One account takeover: TRANSFER(s) from the victim to a mule, each followed by the mule's
-    /// CASH_OUT. Returns (rows written, flagged rows).
-    fn fraud(&mut self, step: i32, out: &mut Vec<u8>) -> (u64, u64) {
+    /// A victim with something to steal.
+    fn victim(&mut self) -> usize {
         let mut victim = self.customer();
         for _ in 0..20 {
             if self.balances[victim] >= 1_000 * 100 {
@@ -219,62 +287,185 @@ impl World {
             }
             victim = self.customer();
         }
-        let mut remaining = self.balances[victim].max(100);
+        victim
+    }
+
+    /// The mule for a takeover: a fresh account, or (realistic) one used before.
+    fn mule(&mut self) -> usize {
+        if !self.mules.is_empty() && self.chance(self.knobs.mule_reuse) {
+            return self.mules[self.rng.random_range(0..self.mules.len())];
+        }
         let mule = self.customer();
-        let (mut rows, mut flagged) = (0, 0);
-        while remaining > 0 {
-            let amount = remaining.min(MAX_TRANSFER_CENTS);
-            let blocked = amount > FLAG_THRESHOLD_CENTS && self.rng.random::<f64>() < 0.003;
-            account_id(b'C', victim, &mut self.orig);
-            account_id(b'C', mule, &mut self.dest);
-            CentsRow {
-                step,
-                tx_type: TransactionType::Transfer,
-                amount,
-                name_orig: &self.orig,
-                oldbalance_org: remaining,
-                newbalance_orig: if blocked {
-                    remaining
-                } else {
-                    remaining - amount
-                },
-                name_dest: &self.dest,
-                oldbalance_dest: 0,
-                newbalance_dest: 0,
-                is_fraud: true,
-                is_flagged_fraud: blocked,
+        self.mules.push(mule);
+        mule
+    }
+
+    /// One account takeover: (with card testing, a burst of tiny probes first,) then TRANSFER(s)
+    /// from the victim to a mule, each cashed out by the mule at once or hours later.
+    fn fraud(&mut self, step: i32, card_testing: bool, out: &mut Vec<u8>) -> EventRows {
+        let k = self.knobs;
+        let victim = self.victim();
+        let reported = !self.chance(k.unreported);
+        let mut rows = EventRows::default();
+        if card_testing {
+            for _ in 0..self.rng.random_range(3..=6) {
+                let amount = self.rng.random_range(100..=2_000).min(self.balances[victim]);
+                let probe = self.customer();
+                self.transfer(step, victim, probe, amount, (reported, true, false), out, &mut rows);
             }
-            .write_line(out);
-            rows += 1;
+        }
+        // An almost empty account still loses what it has (at least 1.00, as PaySim writes it).
+        self.balances[victim] = self.balances[victim].max(100);
+        let mut remaining = self.balances[victim];
+        if self.chance(k.partial_drain) {
+            remaining = (remaining as f64 * self.rng.random_range(0.2..0.95)) as i64;
+        }
+        let chunk = if self.chance(k.small_chunks) {
+            to_cents(self.rng.random_range(50_000.0..199_999.0))
+        } else {
+            MAX_TRANSFER_CENTS
+        };
+        let mule = self.mule();
+        while remaining > 0 {
+            let amount = remaining.min(chunk);
+            let blocked = amount > FLAG_THRESHOLD_CENTS && self.rng.random::<f64>() < 0.003;
+            self.transfer(step, victim, mule, amount, (reported, card_testing, blocked), out, &mut rows);
             if blocked {
-                flagged += 1;
                 break;
             }
             remaining -= amount;
-            // The mule's account only ever holds the stolen money: it is emptied at once.
-            let agent = self.agent();
-            let agent_balance = self.balances[agent];
-            self.balances[agent] += amount;
-            account_id(b'C', mule, &mut self.orig);
-            account_id(b'C', agent, &mut self.dest);
-            CentsRow {
-                step,
-                tx_type: TransactionType::CashOut,
-                amount,
-                name_orig: &self.orig,
-                oldbalance_org: amount,
-                newbalance_orig: 0,
-                name_dest: &self.dest,
-                oldbalance_dest: agent_balance,
-                newbalance_dest: agent_balance + amount,
-                is_fraud: true,
-                is_flagged_fraud: false,
+            let delay = match k.cash_out_delay_steps {
+                0 => 0,
+                d => self.rng.random_range(0..=d),
+            };
+            let cash_out = CashOut { due: step + delay, mule, amount, reported, drift: card_testing };
+            if delay == 0 {
+                rows.add(self.cash_out(step, &cash_out, out));
+            } else {
+                self.pending.push(cash_out);
             }
-            .write_line(out);
-            rows += 1;
         }
-        self.balances[victim] = remaining;
-        (rows, flagged)
+        rows
+    }
+
+    /// A fraudulent TRANSFER of `amount` from `victim` to `mule`. `flags` = (reported, drift
+    /// pattern, blocked by PaySim's rule: no money moves).
+    #[allow(clippy::too_many_arguments)]
+    fn transfer(
+        &mut self,
+        step: i32,
+        victim: usize,
+        mule: usize,
+        amount: i64,
+        (reported, drift, blocked): (bool, bool, bool),
+        out: &mut Vec<u8>,
+        rows: &mut EventRows,
+    ) {
+        let old_org = self.balances[victim];
+        let moved = if blocked { 0 } else { amount };
+        self.balances[victim] -= moved;
+        // PaySim records a mule's balances as 0/0; the realistic profile often records them.
+        let (old_dest, new_dest) = if self.chance(self.knobs.mule_balances_recorded) {
+            let old = self.balances[mule];
+            (old, old + moved)
+        } else {
+            (0, 0)
+        };
+        if self.knobs.mule_balances_recorded > 0.0 {
+            self.balances[mule] += moved;
+        }
+        account_id(b'C', victim, &mut self.orig);
+        account_id(b'C', mule, &mut self.dest);
+        CentsRow {
+            step,
+            tx_type: TransactionType::Transfer,
+            amount,
+            name_orig: &self.orig,
+            oldbalance_org: old_org,
+            newbalance_orig: old_org - moved,
+            name_dest: &self.dest,
+            oldbalance_dest: old_dest,
+            newbalance_dest: new_dest,
+            is_fraud: reported,
+            is_flagged_fraud: blocked,
+        }
+        .write_line(out);
+        rows.add(EventRows::one(reported, drift, blocked));
+    }
+
+    /// The mule's CASH_OUT at an agent. In the `kaggle` profile the mule's account only ever
+    /// holds the stolen money (it reads `amount` → 0); otherwise its real balance shows.
+    fn cash_out(&mut self, step: i32, c: &CashOut, out: &mut Vec<u8>) -> EventRows {
+        let agent = self.agent();
+        let agent_balance = self.balances[agent];
+        self.balances[agent] += c.amount;
+        let old_org = if self.knobs.mule_balances_recorded > 0.0 {
+            let old = self.balances[c.mule].max(c.amount);
+            self.balances[c.mule] = old - c.amount;
+            old
+        } else {
+            c.amount
+        };
+        account_id(b'C', c.mule, &mut self.orig);
+        account_id(b'C', agent, &mut self.dest);
+        CentsRow {
+            step,
+            tx_type: TransactionType::CashOut,
+            amount: c.amount,
+            name_orig: &self.orig,
+            oldbalance_org: old_org,
+            newbalance_orig: old_org - c.amount,
+            name_dest: &self.dest,
+            oldbalance_dest: agent_balance,
+            newbalance_dest: agent_balance + c.amount,
+            is_fraud: c.reported,
+            is_flagged_fraud: false,
+        }
+        .write_line(out);
+        EventRows::one(c.reported, c.drift, false)
+    }
+
+    /// The cash-outs due by `step` (all of them at the last step).
+    fn due_cash_outs(&mut self, step: i32, out: &mut Vec<u8>) -> EventRows {
+        let mut rows = EventRows::default();
+        let (due, later): (Vec<CashOut>, Vec<CashOut>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|c| c.due <= step || step == STEPS);
+        self.pending = later;
+        for c in &due {
+            rows.add(self.cash_out(step, c, out));
+        }
+        rows
+    }
+}
+
+impl EventRows {
+    fn one(reported: bool, drift: bool, flagged: bool) -> Self {
+        EventRows {
+            rows: 1,
+            labelled: reported as u64,
+            unreported: !reported as u64,
+            flagged: flagged as u64,
+            drift: drift as u64,
+        }
+    }
+
+    fn add(&mut self, o: EventRows) {
+        self.rows += o.rows;
+        self.labelled += o.labelled;
+        self.unreported += o.unreported;
+        self.flagged += o.flagged;
+        self.drift += o.drift;
+    }
+}
+
+impl SimSummary {
+    fn add_fraud(&mut self, e: EventRows) {
+        self.rows += e.rows;
+        self.fraud_rows += e.labelled;
+        self.unreported_rows += e.unreported;
+        self.flagged_rows += e.flagged;
+        self.drift_rows += e.drift;
     }
 }
 
@@ -290,16 +481,32 @@ fn lognormal(rng: &mut SmallRng, median: f64, sigma: f64) -> f64 {
     median * (sigma * z).exp()
 }
 
-/// Writes `rows` PaySim rows (plus the header) to `out`. `progress` is called with the running
-/// row count every so often.
+/// Writes `rows` rows of the `kaggle` profile (plus the header) to `out`. `progress` is called
+/// with the running row count every so often.
 pub fn simulate(
     rows: u64,
     seed: u64,
     out: &mut impl Write,
+    progress: impl FnMut(u64),
+) -> std::io::Result<SimSummary> {
+    let cfg = SimConfig {
+        rows,
+        seed,
+        profile: Profile::Kaggle,
+        drifts: Vec::new(),
+    };
+    simulate_with(&cfg, out, progress)
+}
+
+/// Writes `cfg.rows` rows (plus the header) to `out`, with the profile's knobs and the drifts.
+pub fn simulate_with(
+    cfg: &SimConfig,
+    out: &mut impl Write,
     mut progress: impl FnMut(u64),
 ) -> std::io::Result<SimSummary> {
+    let rows = cfg.rows;
     write_header(out)?;
-    let mut world = World::new(rows, seed);
+    let mut world = World::new(rows, cfg.seed, cfg.profile.knobs());
     let total_weight: f64 = (1..=STEPS).map(step_weight).sum();
     // Fraud events (each at least 2 rows) spread evenly over the month.
     let events = ((rows as f64 * FRAUD_RATE) / 2.0).round() as u64;
@@ -314,17 +521,21 @@ pub fn simulate(
         } else {
             (rows as f64 * cumulative / total_weight).round() as u64
         };
-        // Frauds a quiet step had no room for move on to the next step.
-        frauds += events * step as u64 / STEPS as u64 - events * (step as u64 - 1) / STEPS as u64;
+        let card_testing = cfg
+            .drifts
+            .iter()
+            .any(|d| d.pattern == Pattern::CardTesting && step >= d.from_step);
+        // Frauds a quiet step had no room for move on to the next step; a drift doubles them.
+        let share = events * step as u64 / STEPS as u64 - events * (step as u64 - 1) / STEPS as u64;
+        frauds += if card_testing { 2 * share } else { share };
+        summary.add_fraud(world.due_cash_outs(step, &mut buf));
         while summary.rows < target {
             // Place this step's frauds at random points among its rows.
             let left = target - summary.rows;
             if frauds > 0 && left > 16 && world.rng.random_range(0..left) < frauds * 2 {
                 frauds -= 1;
-                let (n, flagged) = world.fraud(step, &mut buf);
-                summary.rows += n;
-                summary.fraud_rows += n;
-                summary.flagged_rows += flagged;
+                let testing = card_testing && world.rng.random::<f64>() < 0.5;
+                summary.add_fraud(world.fraud(step, testing, &mut buf));
             } else {
                 world.normal(step, &mut buf);
                 summary.rows += 1;
@@ -336,6 +547,7 @@ pub fn simulate(
             }
         }
     }
+    summary.add_fraud(world.due_cash_outs(STEPS, &mut buf));
     out.write_all(&buf)?;
     out.flush()?;
     progress(summary.rows);

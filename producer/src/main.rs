@@ -1,10 +1,13 @@
 use anyhow::{bail, Context, Result};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use fraudstream_common::kafka::KafkaArgs;
 use fraudstream_common::service::Service;
 use fraudstream_common::telemetry::TelemetryArgs;
 use fraudstream_schemas::topics;
 use indicatif::{ProgressBar, ProgressStyle};
+use paysim::profile::{Drift, Profile};
+use paysim::simulate::SimConfig;
 use paysim::{simulate, split, stats};
 use producer::publish::{publish, PublishConfig};
 use producer::replay::{self, Filter, ReplayConfig};
@@ -37,6 +40,17 @@ enum Command {
         /// Also print the file's statistics (as `producer stats`).
         #[arg(long)]
         stats: bool,
+        /// `realistic`: PaySim's shape with fraud a model can miss (partial drains, reused mules,
+        /// delayed cash-outs, normal customers who empty accounts, unrecorded balances, 8% of
+        /// takeovers never reported). `kaggle`: fraud exactly as PaySim writes it (perfectly
+        /// separable).
+        #[arg(long, env = "FRAUDSTREAM_PROFILE", default_value = "realistic",
+              value_parser = PossibleValuesParser::new(Profile::NAMES).map(|s| s.parse::<Profile>().unwrap()))]
+        profile: Profile,
+        /// A new fraud pattern from a step on, e.g. `card-testing@400` (bursts of tiny transfers
+        /// testing a stolen account before it is drained; twice the takeovers). Repeatable.
+        #[arg(long, env = "FRAUDSTREAM_DRIFT", value_delimiter = ',')]
+        drift: Vec<Drift>,
     },
     /// Print a PaySim file's type mix, fraud rate per type and amount quantiles next to PaySim's.
     Stats {
@@ -207,7 +221,17 @@ async fn main() -> Result<()> {
             seed,
             out,
             stats,
-        } => simulate_file(rows, seed, &out, stats),
+            profile,
+            drift,
+        } => {
+            let cfg = SimConfig {
+                rows,
+                seed,
+                profile,
+                drifts: drift,
+            };
+            simulate_file(&cfg, &out, stats)
+        }
         Command::Stats { input } => {
             print!("{}", stats::FileStats::of_file(&input)?.report());
             Ok(())
@@ -223,24 +247,29 @@ async fn main() -> Result<()> {
 }
 
 /// `producer simulate`.
-fn simulate_file(rows: u64, seed: u64, out: &Path, stats: bool) -> Result<()> {
+fn simulate_file(cfg: &SimConfig, out: &Path, stats: bool) -> Result<()> {
     let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-    let pb = bar(Some(rows), "rows");
+    let pb = bar(Some(cfg.rows), "rows");
     let start = std::time::Instant::now();
-    let summary = simulate::simulate(rows, seed, &mut w, |n| pb.set_position(n))
+    let summary = simulate::simulate_with(cfg, &mut w, |n| pb.set_position(n))
         .with_context(|| format!("writing {}", out.display()))?;
     pb.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
+    let drifts: Vec<String> = cfg.drifts.iter().map(|d| d.to_string()).collect();
     println!(
-        "wrote {} rows to {} in {:.1}s ({:.0} rows/s): {} fraud, {} flagged, seed {}",
+        "wrote {} rows to {} in {:.1}s ({:.0} rows/s): {} fraud, {} flagged, {} unreported fraud, {} drift-pattern fraud; profile {}{}, seed {}",
         summary.rows,
         out.display(),
         secs,
         summary.rows as f64 / secs,
         summary.fraud_rows,
         summary.flagged_rows,
-        seed
+        summary.unreported_rows,
+        summary.drift_rows,
+        cfg.profile,
+        if drifts.is_empty() { String::new() } else { format!(", drift {}", drifts.join(",")) },
+        cfg.seed
     );
     if stats {
         print!("{}", stats::FileStats::of_file(out)?.report());

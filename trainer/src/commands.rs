@@ -370,6 +370,15 @@ async fn train_and_publish(
         m["recall"],
         m["alerts_per_10k"]
     );
+    if let Some(b) = &trained.baseline {
+        println!(
+            "baseline (the best one-feature rule: {} {}): holdout PR-AUC {:.4}; the model {}",
+            if b.larger_is_fraud { "larger" } else { "smaller" },
+            b.feature,
+            b.pr_auc,
+            if m["pr_auc"] > b.pr_auc { "beats it" } else { "does NOT beat it" }
+        );
+    }
     let outcome = match publisher {
         Some(p) if !training.no_publish => Some(p.gate_and_publish(&trained, ex).await?),
         _ => None,

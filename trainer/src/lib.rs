@@ -8,6 +8,7 @@
 //! holdout, gated against the serving champion on the same holdout, and published to the models
 //! topic and the ClickHouse archive (`registry`).
 
+pub mod baseline;
 pub mod boost;
 pub mod registry;
 pub mod report;
@@ -284,6 +285,8 @@ pub struct Trained {
     pub holdout_labels: Vec<bool>,
     /// (feature, total gain), most important first.
     pub importance: Vec<(String, f64)>,
+    /// The best one-feature rule on the same holdout (see [`baseline`]).
+    pub baseline: Option<baseline::Baseline>,
 }
 
 /// The holdout rows of `n` examples: the last 10% in time.
@@ -353,6 +356,8 @@ pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
     metrics.insert("rounds".into(), booster.num_iterations() as f64);
     metrics.insert("train_rows".into(), train_end as f64);
     metrics.insert("holdout_rows".into(), (n - valid_end) as f64);
+    let baseline = baseline::one_feature_rule(ex, 0..train_end, valid_end..n);
+    metrics.insert("baseline_pr_auc".into(), baseline.pr_auc);
     let gains = booster.feature_importance(lightgbm3::ImportanceType::Gain)?;
     let mut importance: Vec<(String, f64)> = feature_names().into_iter().zip(gains).collect();
     importance.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -363,6 +368,7 @@ pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
         holdout_scores: scores,
         holdout_labels: labels,
         importance,
+        baseline: Some(baseline),
     })
 }
 
