@@ -22,8 +22,12 @@ impl Profile {
 
     pub fn knobs(self) -> Knobs {
         match self {
-            Profile::Kaggle => Knobs::default(),
+            Profile::Kaggle => Knobs {
+                rows_per_event: 2.0,
+                ..Knobs::default()
+            },
             Profile::Realistic => Knobs {
+                rows_per_event: 4.2,
                 normal_dest_unrecorded: 0.35,
                 normal_dest_stale: 0.10,
                 normal_empties: 0.08,
@@ -58,9 +62,13 @@ impl fmt::Display for Profile {
     }
 }
 
-/// Probabilities (0..1) and sizes of what makes fraud hard to see. All zero: the `kaggle` profile.
+/// Probabilities (0..1) and sizes of what makes fraud hard to see. All zero (but the rows per
+/// takeover): the `kaggle` profile.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Knobs {
+    /// Fraud rows one takeover writes on average (measured): the number of takeovers is chosen
+    /// so that fraud is PaySim's share of the rows.
+    pub rows_per_event: f64,
     /// A normal TRANSFER/CASH_OUT whose destination balances are recorded as 0/0 (as PaySim does
     /// for many rows): the mule's 0/0 is no longer a tell.
     pub normal_dest_unrecorded: f64,
@@ -139,12 +147,27 @@ mod tests {
     #[test]
     fn profiles_and_drifts_parse_and_say_what_is_wrong() {
         assert_eq!("kaggle".parse(), Ok(Profile::Kaggle));
-        assert_eq!(Profile::Kaggle.knobs(), Knobs::default());
-        assert!("hard".parse::<Profile>().unwrap_err().contains("realistic or kaggle"));
+        assert_eq!(Profile::Kaggle.knobs().unreported, 0.0);
+        assert!("hard"
+            .parse::<Profile>()
+            .unwrap_err()
+            .contains("realistic or kaggle"));
         let d: Drift = "card-testing@400".parse().unwrap();
-        assert_eq!((d.pattern, d.from_step, d.to_string().as_str()), (Pattern::CardTesting, 400, "card-testing@400"));
-        assert!("skimming@3".parse::<Drift>().unwrap_err().contains("card-testing"));
-        assert!("card-testing@900".parse::<Drift>().unwrap_err().contains("outside"));
-        assert!("card-testing".parse::<Drift>().unwrap_err().contains("<pattern>@<step>"));
+        assert_eq!(
+            (d.pattern, d.from_step, d.to_string().as_str()),
+            (Pattern::CardTesting, 400, "card-testing@400")
+        );
+        assert!("skimming@3"
+            .parse::<Drift>()
+            .unwrap_err()
+            .contains("card-testing"));
+        assert!("card-testing@900"
+            .parse::<Drift>()
+            .unwrap_err()
+            .contains("outside"));
+        assert!("card-testing"
+            .parse::<Drift>()
+            .unwrap_err()
+            .contains("<pattern>@<step>"));
     }
 }

@@ -208,8 +208,12 @@ impl World {
         if credit {
             return self.emit_cash_in(step, orig, amount, out);
         }
-        let moves_money = matches!(tx_type, TransactionType::Transfer | TransactionType::CashOut);
-        if moves_money && self.balances[orig] > 0 && self.chance(self.knobs.normal_empties) {
+        let moves_money = matches!(
+            tx_type,
+            TransactionType::Transfer | TransactionType::CashOut
+        );
+        let can_empty = self.balances[orig] > 0 && self.balances[orig] <= to_cents(cap);
+        if moves_money && can_empty && self.chance(self.knobs.normal_empties) {
             amount = self.balances[orig];
         }
         let old_org = self.balances[orig];
@@ -309,9 +313,20 @@ impl World {
         let mut rows = EventRows::default();
         if card_testing {
             for _ in 0..self.rng.random_range(3..=6) {
-                let amount = self.rng.random_range(100..=2_000).min(self.balances[victim]);
+                let amount = self
+                    .rng
+                    .random_range(100..=2_000)
+                    .min(self.balances[victim]);
                 let probe = self.customer();
-                self.transfer(step, victim, probe, amount, (reported, true, false), out, &mut rows);
+                self.transfer(
+                    step,
+                    victim,
+                    probe,
+                    amount,
+                    (reported, true, false),
+                    out,
+                    &mut rows,
+                );
             }
         }
         // An almost empty account still loses what it has (at least 1.00, as PaySim writes it).
@@ -329,7 +344,15 @@ impl World {
         while remaining > 0 {
             let amount = remaining.min(chunk);
             let blocked = amount > FLAG_THRESHOLD_CENTS && self.rng.random::<f64>() < 0.003;
-            self.transfer(step, victim, mule, amount, (reported, card_testing, blocked), out, &mut rows);
+            self.transfer(
+                step,
+                victim,
+                mule,
+                amount,
+                (reported, card_testing, blocked),
+                out,
+                &mut rows,
+            );
             if blocked {
                 break;
             }
@@ -338,7 +361,13 @@ impl World {
                 0 => 0,
                 d => self.rng.random_range(0..=d),
             };
-            let cash_out = CashOut { due: step + delay, mule, amount, reported, drift: card_testing };
+            let cash_out = CashOut {
+                due: step + delay,
+                mule,
+                amount,
+                reported,
+                drift: card_testing,
+            };
             if delay == 0 {
                 rows.add(self.cash_out(step, &cash_out, out));
             } else {
@@ -508,8 +537,8 @@ pub fn simulate_with(
     write_header(out)?;
     let mut world = World::new(rows, cfg.seed, cfg.profile.knobs());
     let total_weight: f64 = (1..=STEPS).map(step_weight).sum();
-    // Fraud events (each at least 2 rows) spread evenly over the month.
-    let events = ((rows as f64 * FRAUD_RATE) / 2.0).round() as u64;
+    // Fraud events spread evenly over the month, as many as give PaySim's fraud share of rows.
+    let events = (rows as f64 * FRAUD_RATE / world.knobs.rows_per_event).round() as u64;
     let mut summary = SimSummary::default();
     let mut buf = Vec::with_capacity(1 << 21);
     let mut cumulative = 0.0;

@@ -91,16 +91,31 @@ fn the_realistic_profile_keeps_paysims_shape_without_its_tells() {
     };
     for (i, t) in TransactionType::ALL.iter().enumerate() {
         let share = stats.type_share(*t);
-        assert!((share - PAYSIM_TYPE_SHARES[i]).abs() <= 0.02, "{t}: {share:.4}");
+        assert!(
+            (share - PAYSIM_TYPE_SHARES[i]).abs() <= 0.02,
+            "{t}: {share:.4}"
+        );
     }
     let fraud_rate = stats.fraud() as f64 / stats.rows as f64;
-    assert!((0.0008..=0.0025).contains(&fraud_rate), "fraud rate {fraud_rate}");
+    assert!(
+        (0.0008..=0.0025).contains(&fraud_rate),
+        "fraud rate {fraud_rate}"
+    );
     assert_eq!(stats.fraud(), summary.fraud_rows);
     let moves = |r: &&paysim::PaySimRow| {
-        matches!(r.tx_type, TransactionType::Transfer | TransactionType::CashOut)
+        matches!(
+            r.tx_type,
+            TransactionType::Transfer | TransactionType::CashOut
+        )
     };
-    assert!(rows.iter().filter(|r| r.is_fraud).all(|r| moves(&r)), "fraud only in TRANSFER/CASH_OUT");
-    assert!(summary.unreported_rows > 0, "some takeovers are never reported");
+    assert!(
+        rows.iter().filter(|r| r.is_fraud).all(|r| moves(&r)),
+        "fraud only in TRANSFER/CASH_OUT"
+    );
+    assert!(
+        summary.unreported_rows > 0,
+        "some takeovers are never reported"
+    );
 
     // An emptied account is no longer a sign of fraud: most are customers moving their money.
     let emptied: Vec<_> = rows
@@ -109,15 +124,30 @@ fn the_realistic_profile_keeps_paysims_shape_without_its_tells() {
         .filter(|r| r.oldbalance_org > 0.0 && r.newbalance_orig == 0.0)
         .collect();
     let fraud_emptied = emptied.iter().filter(|r| r.is_fraud).count();
-    assert!(fraud_emptied * 2 < emptied.len(), "{fraud_emptied} of {} emptied accounts are fraud", emptied.len());
+    assert!(
+        fraud_emptied * 2 < emptied.len(),
+        "{fraud_emptied} of {} emptied accounts are fraud",
+        emptied.len()
+    );
     // Nor are destination balances of 0/0: normal rows have them too, fraud often does not.
-    let zero_dest = |r: &&&paysim::PaySimRow| r.oldbalance_dest == 0.0 && r.newbalance_dest == 0.0;
-    let transfers: Vec<_> = rows.iter().filter(|r| r.tx_type == TransactionType::Transfer).collect();
+    let transfers: Vec<_> = rows
+        .iter()
+        .filter(|r| r.tx_type == TransactionType::Transfer)
+        .collect();
     let share = |fraud: bool| {
         let group: Vec<_> = transfers.iter().filter(|r| r.is_fraud == fraud).collect();
-        group.iter().filter(zero_dest).count() as f64 / group.len() as f64
+        let zero = group
+            .iter()
+            .filter(|r| r.oldbalance_dest == 0.0 && r.newbalance_dest == 0.0)
+            .count();
+        zero as f64 / group.len() as f64
     };
-    assert!(share(false) > 0.2 && share(true) < 0.6, "0/0 destinations: normal {:.2}, fraud {:.2}", share(false), share(true));
+    assert!(
+        share(false) > 0.2 && share(true) < 0.6,
+        "0/0 destinations: normal {:.2}, fraud {:.2}",
+        share(false),
+        share(true)
+    );
 }
 
 #[test]
@@ -125,13 +155,23 @@ fn card_testing_starts_at_its_step_and_doubles_the_takeovers() {
     let drift: Drift = "card-testing@400".parse().unwrap();
     let (rows, summary) = rows_of(&realistic(600_000, vec![drift]));
     let (plain, _) = rows_of(&realistic(600_000, Vec::new()));
-    let probe = |r: &&paysim::PaySimRow| r.is_fraud && r.tx_type == TransactionType::Transfer && r.amount <= 20.0;
+    let probe = |r: &&paysim::PaySimRow| {
+        r.is_fraud && r.tx_type == TransactionType::Transfer && r.amount <= 20.0
+    };
     let probes: Vec<_> = rows.iter().filter(probe).collect();
     assert!(probes.len() > 20, "{} probes", probes.len());
-    assert!(probes.iter().all(|r| r.step >= 400), "no probe before the drift starts");
-    assert!(plain.iter().filter(probe).count() == 0, "no probes without the drift");
+    assert!(
+        probes.iter().all(|r| r.step >= 400),
+        "no probe before the drift starts"
+    );
+    assert!(
+        plain.iter().filter(probe).count() == 0,
+        "no probes without the drift"
+    );
     assert!(summary.drift_rows >= probes.len() as u64);
-    let late_fraud = |rows: &[paysim::PaySimRow]| rows.iter().filter(|r| r.is_fraud && r.step >= 400).count() as f64;
+    let late_fraud = |rows: &[paysim::PaySimRow]| {
+        rows.iter().filter(|r| r.is_fraud && r.step >= 400).count() as f64
+    };
     let ratio = late_fraud(&rows) / late_fraud(&plain);
     assert!(ratio > 1.6, "fraud after the drift: {ratio:.2}x");
 }

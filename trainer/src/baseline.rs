@@ -37,14 +37,18 @@ pub fn one_feature_rule(ex: &Examples, train: Range<usize>, holdout: Range<usize
     let mut best = (f64::MIN, 0, 1.0);
     for j in 0..N_FEATURES {
         for sign in [1.0, -1.0] {
-            let (ap, _) = pr_and_roc_auc(&column(ex, train.clone(), stride, j, sign), &train_labels);
+            let (ap, _) =
+                pr_and_roc_auc(&column(ex, train.clone(), stride, j, sign), &train_labels);
             if ap > best.0 {
                 best = (ap, j, sign);
             }
         }
     }
     let (_, j, sign) = best;
-    let (pr_auc, _) = pr_and_roc_auc(&column(ex, holdout.clone(), 1, j, sign), &labels(ex, holdout, 1));
+    let (pr_auc, _) = pr_and_roc_auc(
+        &column(ex, holdout.clone(), 1, j, sign),
+        &labels(ex, holdout, 1),
+    );
     Baseline {
         feature: FEATURE_NAMES[j],
         larger_is_fraud: sign > 0.0,
@@ -64,7 +68,11 @@ mod tests {
             let fraud = i % 50 == 0;
             for j in 0..N_FEATURES {
                 let noise = ((i * 7919 + j * 104_729) % 1000) as f64;
-                ex.rows.push(if j == 7 { noise + if fraud { 5_000.0 } else { 0.0 } } else { noise });
+                ex.rows.push(if j == 7 {
+                    noise + if fraud { 5_000.0 } else { 0.0 }
+                } else {
+                    noise
+                });
             }
             ex.labels.push(fraud as u8 as f32);
         }

@@ -373,10 +373,18 @@ async fn train_and_publish(
     if let Some(b) = &trained.baseline {
         println!(
             "baseline (the best one-feature rule: {} {}): holdout PR-AUC {:.4}; the model {}",
-            if b.larger_is_fraud { "larger" } else { "smaller" },
+            if b.larger_is_fraud {
+                "larger"
+            } else {
+                "smaller"
+            },
             b.feature,
             b.pr_auc,
-            if m["pr_auc"] > b.pr_auc { "beats it" } else { "does NOT beat it" }
+            if m["pr_auc"] > b.pr_auc {
+                "beats it"
+            } else {
+                "does NOT beat it"
+            }
         );
     }
     let outcome = match publisher {

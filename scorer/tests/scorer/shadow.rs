@@ -7,7 +7,10 @@ async fn by_id(codec: &Codec, messages: &[OwnedMessage]) -> HashMap<String, Pred
     for m in messages {
         let p: Prediction = codec.decode(m.payload().unwrap()).await.unwrap();
         let id = p.transaction_id.clone();
-        assert!(found.insert(id.clone(), p).is_none(), "two predictions for {id}");
+        assert!(
+            found.insert(id.clone(), p).is_none(),
+            "two predictions for {id}"
+        );
     }
     found
 }
@@ -48,14 +51,26 @@ async fn a_challenger_is_shadow_scored_until_it_is_retired() {
     assert_eq!(first.len(), half, "one prediction per transaction");
     let mut differ = 0;
     for p in first.values() {
-        assert_eq!(p.challenger_version, Some(2), "{}: shadow-scored", p.transaction_id);
+        assert_eq!(
+            p.challenger_version,
+            Some(2),
+            "{}: shadow-scored",
+            p.transaction_id
+        );
         let shadow = p.challenger_score.expect("a challenger score");
         assert!((0.0..=1.0).contains(&shadow));
         assert_eq!(p.model_version, 1);
-        assert_eq!(p.is_alert, p.score >= p.threshold, "the champion decides alerts");
+        assert_eq!(
+            p.is_alert,
+            p.score >= p.threshold,
+            "the champion decides alerts"
+        );
         differ += usize::from(shadow != p.score);
     }
-    assert!(differ > half / 10, "the challenger's own scores ({differ} differ)");
+    assert!(
+        differ > half / 10,
+        "the challenger's own scores ({differ} differ)"
+    );
 
     let retired = ModelRecord {
         status: ModelStatus::Retired,
@@ -66,9 +81,16 @@ async fn a_challenger_is_shadow_scored_until_it_is_retired() {
     // The model watcher reads it within milliseconds; it applies before the next batch.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(published("b"));
-    let all = by_id(&codec, &drain(&kafka, &t.predictions, 2 * half, quiet, most)).await;
+    let all = by_id(
+        &codec,
+        &drain(&kafka, &t.predictions, 2 * half, quiet, most),
+    )
+    .await;
     terminate_and_wait(&mut scorer);
-    let second: Vec<_> = all.values().filter(|p| p.transaction_id.starts_with("b-")).collect();
+    let second: Vec<_> = all
+        .values()
+        .filter(|p| p.transaction_id.starts_with("b-"))
+        .collect();
     assert_eq!(second.len(), half);
     for p in second {
         assert_eq!(

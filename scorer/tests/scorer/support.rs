@@ -7,8 +7,8 @@ pub(crate) use fraudstream_common::features::{
 pub(crate) use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
 pub(crate) use fraudstream_common::model::{pack_model_text, LoadedModel};
 pub(crate) use fraudstream_common::testing::{
-    headers_map, local_kafka, otlp_sink, service_args, terminate_and_wait, unique_name, workspace_bin,
-    Process,
+    headers_map, local_kafka, otlp_sink, service_args, terminate_and_wait, unique_name,
+    workspace_bin, Process,
 };
 pub(crate) use fraudstream_schemas::{Codec, ModelRecord, Prediction, Transaction};
 pub(crate) use paysim::CsvReader;
@@ -185,4 +185,3 @@ pub(crate) async fn send_raw(producer: &FutureProducer, topic: &str, key: &str, 
         .await
         .unwrap();
 }
-
