@@ -37,6 +37,7 @@ impl Profile {
                 mule_balances_recorded: 0.65,
                 cash_out_delay_steps: 12,
                 unreported: 0.08,
+                agent_float_cap_cents: 10_000_000 * 100,
             },
         }
     }
@@ -88,6 +89,8 @@ pub struct Knobs {
     pub cash_out_delay_steps: i32,
     /// A takeover nobody reports: its rows are labelled 0 (label noise).
     pub unreported: f64,
+    /// An agent's cash float above this is banked (0: never; it then only grows).
+    pub agent_float_cap_cents: i64,
 }
 
 /// A fraud pattern that starts at a step (`--drift card-testing@400`).

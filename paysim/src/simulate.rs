@@ -106,7 +106,8 @@ struct World {
     balances: Vec<i64>,
     agents: usize,
     merchants: usize,
-    /// Mules used so far (realistic profile: reused by later victims).
+    /// The fraud ring's mule accounts (realistic profile), fixed from the start so that reuse is
+    /// the same early and late in the month (a pool that grew would make early mules busier).
     mules: Vec<usize>,
     pending: Vec<CashOut>,
     orig: Vec<u8>,
@@ -134,7 +135,7 @@ impl World {
             balances,
             agents,
             merchants: (rows / 6).max(1_000) as usize,
-            mules: Vec::new(),
+            mules: Vec::new(), // filled by `recruit_mules` once the number of takeovers is known
             pending: Vec::new(),
             orig: Vec::with_capacity(16),
             dest: Vec::with_capacity(16),
@@ -234,6 +235,7 @@ impl World {
                 account_id(b'C', d, &mut self.dest);
                 let old = self.balances[d];
                 self.balances[d] += amount;
+                self.bank_float(d);
                 self.recorded_dest(old, old + amount)
             }
         };
@@ -251,6 +253,16 @@ impl World {
             is_flagged_fraud: false,
         }
         .write_line(out);
+    }
+
+    /// An agent whose cash float passed the cap banks most of it (not a row of the data set).
+    /// Without this, agents' balances only grow through the month, and a model learns the
+    /// destination balance of a CASH_OUT as a clock (realistic profile only).
+    fn bank_float(&mut self, account: usize) {
+        let cap = self.knobs.agent_float_cap_cents;
+        if account < self.agents && cap > 0 && self.balances[account] > cap {
+            self.balances[account] = cap / 4;
+        }
     }
 
     /// A CASH_IN: an agent pays `amount` into the customer's account.
@@ -294,14 +306,20 @@ impl World {
         victim
     }
 
-    /// The mule for a takeover: a fresh account, or (realistic) one used before.
+    /// Recruits the ring's mules: each is used by about three takeovers over the month.
+    fn recruit_mules(&mut self, takeovers: u64) {
+        if self.knobs.mule_reuse > 0.0 {
+            let n = (takeovers / 3).max(1);
+            self.mules = (0..n).map(|_| self.customer()).collect();
+        }
+    }
+
+    /// The mule for a takeover: (realistic) one of the ring's, or a fresh account.
     fn mule(&mut self) -> usize {
         if !self.mules.is_empty() && self.chance(self.knobs.mule_reuse) {
             return self.mules[self.rng.random_range(0..self.mules.len())];
         }
-        let mule = self.customer();
-        self.mules.push(mule);
-        mule
+        self.customer()
     }
 
     /// One account takeover: (with card testing, a burst of tiny probes first,) then TRANSFER(s)
@@ -428,6 +446,7 @@ impl World {
         let agent = self.agent();
         let agent_balance = self.balances[agent];
         self.balances[agent] += c.amount;
+        self.bank_float(agent);
         let old_org = if self.knobs.mule_balances_recorded > 0.0 {
             let old = self.balances[c.mule].max(c.amount);
             self.balances[c.mule] = old - c.amount;
@@ -539,6 +558,7 @@ pub fn simulate_with(
     let total_weight: f64 = (1..=STEPS).map(step_weight).sum();
     // Fraud events spread evenly over the month, as many as give PaySim's fraud share of rows.
     let events = (rows as f64 * FRAUD_RATE / world.knobs.rows_per_event).round() as u64;
+    world.recruit_mules(events);
     let mut summary = SimSummary::default();
     let mut buf = Vec::with_capacity(1 << 21);
     let mut cumulative = 0.0;

@@ -311,9 +311,13 @@ pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
     let (tx, ty) = ex.slice(0, train_end);
     let (vx, vy) = ex.slice(train_end, valid_end);
     // Log loss keeps improving after PR-AUC saturates (often at 1.0 on PaySim after a few trees),
-    // so early stopping on it does not cut the model to a handful of trees.
+    // so early stopping on it does not cut the model to a handful of trees. Leaves of at least 200
+    // rows and an L2 penalty: on the realistic profile (fraud ~0.1%, half of it mule cash-outs that
+    // look like any other) LightGBM's defaults isolate single frauds, validation loss is best
+    // after 4 trees and the model ranks worse than a one-feature rule (holdout PR-AUC 0.18 vs
+    // 0.36); with these it keeps ~55 trees and reaches 0.49. The Kaggle-like data loses ~1%.
     let params = format!(
-        "objective=binary metric=binary_logloss learning_rate={} num_leaves={} scale_pos_weight={} num_threads={} verbose=-1",
+        "objective=binary metric=binary_logloss min_data_in_leaf=200 lambda_l2=10 learning_rate={} num_leaves={} scale_pos_weight={} num_threads={} verbose=-1",
         p.learning_rate, p.num_leaves, p.scale_pos_weight, p.threads
     );
     let bar = if p.progress {
