@@ -11,6 +11,7 @@ pub mod forest;
 pub mod kafka;
 #[cfg(feature = "model")]
 pub mod model;
+pub mod model_text;
 pub mod registry_wait;
 pub mod server;
 pub mod service;

@@ -126,16 +126,6 @@ impl LoadedModel {
                 format: r.format.clone(),
             });
         }
-        if r.feature_names != FEATURE_NAMES {
-            return Err(ModelError::Features {
-                name,
-                version,
-                detail: format!(
-                    "model has {:?}, scorer has {:?}",
-                    r.feature_names, FEATURE_NAMES
-                ),
-            });
-        }
         let text = match r.compression {
             Compression::None => r.model_text.clone(),
             Compression::Zstd => {
@@ -151,6 +141,14 @@ impl LoadedModel {
             version,
             source: Box::new(e),
         })?;
+        // A model that names its features in another order is re-ordered to ours, once, here.
+        let text = crate::model_text::align_to_scorer(&text, &r.feature_names)
+            .map_err(|detail| ModelError::Features {
+                name: name.clone(),
+                version,
+                detail,
+            })?
+            .into_owned();
         let booster = Booster::from_string(&text).map_err(|source| ModelError::LightGbm {
             name: name.clone(),
             version,
@@ -333,6 +331,51 @@ mod tests {
             lightgbm3::Dataset::from_slice(&x, &labels(&x), N_FEATURES as i32, true).unwrap();
         let booster = lightgbm3::Booster::train(dataset, &params).unwrap();
         booster.save_string().unwrap()
+    }
+
+    /// A model trained on the columns in reverse order, its features named, scores our rows
+    /// exactly as LightGBM scores the reversed rows: the text is re-ordered at load.
+    #[test]
+    fn a_model_with_its_columns_in_another_order_is_remapped_by_name() {
+        let x = rows(5000, 7, &[]);
+        let reversed: Vec<f64> = x
+            .chunks(N_FEATURES)
+            .flat_map(|r| r.iter().rev().copied())
+            .collect();
+        let mut dataset =
+            lightgbm3::Dataset::from_slice(&reversed, &labels(&x), N_FEATURES as i32, true)
+                .unwrap();
+        let names: Vec<String> = FEATURE_NAMES.iter().rev().map(|s| s.to_string()).collect();
+        dataset.set_feature_names(&names).unwrap();
+        let params = json!({"objective": "binary", "num_iterations": 20, "verbose": -1});
+        let theirs = lightgbm3::Booster::train(dataset, &params).unwrap();
+        let mut record = bootstrap_record("test", theirs.save_string().unwrap(), 0.5);
+        record.feature_names = names;
+        let model = LoadedModel::from_record(&record).unwrap();
+        assert!(model.is_native());
+        let probe = rows(2000, 99, &[]);
+        let probe_reversed: Vec<f64> = probe
+            .chunks(N_FEATURES)
+            .flat_map(|r| r.iter().rev().copied())
+            .collect();
+        let want = theirs
+            .predict_with_params(&probe_reversed, N_FEATURES as i32, true, "num_threads=1")
+            .unwrap();
+        assert_eq!(model.predict(&probe).unwrap(), want);
+        assert_eq!(model.lightgbm_predict(&probe).unwrap(), want);
+        // Only the names of the scorer's features, in any order, are accepted.
+        record.feature_names = vec![];
+        let renamed = theirs
+            .save_string()
+            .unwrap()
+            .replace("orig_emptied", "emptied");
+        record.model_text = renamed.into_bytes();
+        record.compression = Compression::None;
+        let err = LoadedModel::from_record(&record).err().unwrap().to_string();
+        assert!(
+            err.contains("\"emptied\"") && err.contains("\"orig_emptied\""),
+            "{err}"
+        );
     }
 
     fn load(text: String) -> LoadedModel {

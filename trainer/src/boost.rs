@@ -8,7 +8,7 @@
 //! prediction, exactly as the scorer loads it.
 
 use crate::TrainerError;
-use fraudstream_common::features::N_FEATURES;
+use fraudstream_common::features::{FEATURE_NAMES, N_FEATURES};
 use lightgbm3_sys as sys;
 use std::ffi::{c_void, CStr, CString};
 
@@ -63,6 +63,20 @@ impl Dataset {
             )
         })?;
         let dataset = Dataset(handle);
+        // The names go into the model text, so the model describes its own columns.
+        let names: Vec<CString> = FEATURE_NAMES
+            .iter()
+            .map(|n| CString::new(*n).expect("feature names have no NUL"))
+            .collect();
+        let pointers: Vec<*const std::os::raw::c_char> = names.iter().map(|n| n.as_ptr()).collect();
+        // SAFETY: `pointers` holds N_FEATURES C strings that outlive the call (LightGBM copies).
+        check(unsafe {
+            sys::LGBM_DatasetSetFeatureNames(
+                dataset.0,
+                pointers.as_ptr() as *mut *const std::os::raw::c_char,
+                N_FEATURES as i32,
+            )
+        })?;
         // SAFETY: `labels` holds one f32 per row, as declared.
         check(unsafe {
             sys::LGBM_DatasetSetField(

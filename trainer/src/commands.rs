@@ -358,10 +358,24 @@ async fn train_and_publish(
 ) -> Result<(trainer::Trained, Option<Outcome>)> {
     let started = Instant::now();
     let trained = train(ex, &training.params())?;
+    let done = format!("trained in {:.1}s", started.elapsed().as_secs_f64());
+    let outcome = announce_and_publish(&trained, ex, source, &done, training, publisher).await?;
+    Ok((trained, outcome))
+}
+
+/// Prints a model's holdout evaluation next to the baseline, gates and publishes it (unless
+/// --no-publish), and writes its report. `done` says where the model came from.
+async fn announce_and_publish(
+    trained: &trainer::Trained,
+    ex: &Examples,
+    source: &str,
+    done: &str,
+    training: &Training,
+    publisher: Option<&Publisher>,
+) -> Result<Option<Outcome>> {
     let m = &trained.metrics;
     println!(
-        "trained in {:.1}s ({} rounds): holdout PR-AUC {:.4}, ROC-AUC {:.4}; threshold {}: precision {:.3}, recall {:.3}, {:.1} alerts per 10k",
-        started.elapsed().as_secs_f64(),
+        "{done} ({} rounds): holdout PR-AUC {:.4}, ROC-AUC {:.4}; threshold {}: precision {:.3}, recall {:.3}, {:.1} alerts per 10k",
         m["rounds"],
         m["pr_auc"],
         m["roc_auc"],
@@ -388,7 +402,7 @@ async fn train_and_publish(
         );
     }
     let outcome = match publisher {
-        Some(p) if !training.no_publish => Some(p.gate_and_publish(&trained, ex).await?),
+        Some(p) if !training.no_publish => Some(p.gate_and_publish(trained, ex).await?),
         _ => None,
     };
     if let Some(o) = &outcome {
@@ -420,9 +434,52 @@ async fn train_and_publish(
         source,
         gate: outcome.as_ref().map(|o| &o.decision),
     };
-    let (json, html) = report::write(&trained, &ctx, &training.report)?;
+    let (json, html) = report::write(trained, &ctx, &training.report)?;
     println!("report: {html} (and {json})");
-    Ok((trained, outcome))
+    Ok(outcome)
+}
+
+/// `trainer features`: the feature matrix of a CSV, to train a model elsewhere.
+pub(crate) fn features(csv: &Path, out: &Path) -> Result<()> {
+    let (ex, bad) = examples_from_csv(csv)?;
+    trainer::external::write_features(&ex, out)?;
+    println!(
+        "wrote {} rows x {} features, then is_fraud, to {} ({bad} bad rows skipped)",
+        ex.len(),
+        fraudstream_common::features::N_FEATURES,
+        out.display()
+    );
+    Ok(())
+}
+
+/// `trainer import`: a model text from elsewhere, evaluated on the holdout of a CSV, gated and
+/// published like one trained here.
+pub(crate) async fn import(
+    target: &Target,
+    training: &Training,
+    model: &Path,
+    csv: &Path,
+) -> Result<()> {
+    let text = std::fs::read_to_string(model)
+        .with_context(|| format!("reading the model text {}", model.display()))?;
+    let (ex, _) = examples_from_csv(csv)?;
+    let trained = trainer::external::evaluate_text(text, &ex, training.params().threshold_rule)
+        .with_context(|| format!("{} cannot be imported", model.display()))?;
+    let archive = !training.no_publish && target.clickhouse.migrate().await.is_ok();
+    let publisher = if training.no_publish {
+        None
+    } else {
+        Some(target.publisher(training, archive).await?)
+    };
+    let source = format!(
+        "{} on {} ({} rows)",
+        model.display(),
+        csv.display(),
+        ex.len()
+    );
+    let done = format!("imported {}", model.display());
+    announce_and_publish(&trained, &ex, &source, &done, training, publisher.as_ref()).await?;
+    Ok(())
 }
 
 /// `YYYY-MM-DD hh:mm:ss` for Unix seconds (UTC), without a date library.

@@ -10,6 +10,7 @@
 
 pub mod baseline;
 pub mod boost;
+pub mod external;
 pub mod registry;
 pub mod report;
 pub mod watch;

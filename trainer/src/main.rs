@@ -154,6 +154,32 @@ enum Command {
         #[arg(long, env = "FRAUDSTREAM_METRICS_ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
     },
+    /// Write the feature matrix of a PaySim CSV (the scorer's own feature code, rows in time
+    /// order, one column per feature, then is_fraud), to train a model elsewhere: see
+    /// scripts/python-train.py, then `trainer import`.
+    Features {
+        /// PaySim CSV, time-ordered.
+        #[arg(long)]
+        csv: PathBuf,
+        /// Where to write the feature CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Publish a LightGBM model trained elsewhere, through the same gate: its text must name the
+    /// scorer's features (any order: the scorer maps them by name) or list them in its order.
+    /// It is evaluated on the holdout (last 10%) of --csv; its threshold follows --target-precision.
+    Import {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        training: Training,
+        /// The LightGBM model text (e.g. `booster.save_model(...)` in Python).
+        #[arg(long)]
+        model: PathBuf,
+        /// The PaySim CSV whose last 10% (in time) is the holdout.
+        #[arg(long)]
+        csv: PathBuf,
+    },
     /// Every archived version of the model, with its status and holdout metrics.
     List {
         #[command(flatten)]
@@ -179,17 +205,19 @@ enum Command {
 }
 
 impl Command {
-    /// Where every subcommand reads and publishes.
-    fn target(&self) -> &Target {
-        match self {
+    /// Where the subcommand reads and publishes (None: it works on files only).
+    fn target(&self) -> Option<&Target> {
+        Some(match self {
+            Command::Features { .. } => return None,
             Command::Bootstrap { target, .. }
+            | Command::Import { target, .. }
             | Command::Train { target, .. }
             | Command::Watch { target, .. }
             | Command::List { target }
             | Command::Show { target, .. }
             | Command::Promote { target, .. }
             | Command::Rollback { target } => target,
-        }
+        })
     }
 }
 
@@ -236,8 +264,10 @@ impl Target {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     let service = Service::start("trainer", &cli.telemetry)?;
-    let target = cli.command.target();
-    fraudstream_common::check_connections(Some(&target.kafka), Some(&target.clickhouse)).await?;
+    if let Some(target) = cli.command.target() {
+        fraudstream_common::check_connections(Some(&target.kafka), Some(&target.clickhouse))
+            .await?;
+    }
     match &cli.command {
         Command::Bootstrap {
             target,
@@ -276,6 +306,13 @@ async fn main() -> Result<()> {
             };
             commands::watch(&service, target, training, &watch).await
         }
+        Command::Features { csv, out } => commands::features(csv, out),
+        Command::Import {
+            target,
+            training,
+            model,
+            csv,
+        } => commands::import(target, training, model, csv).await,
         Command::List { target } => commands::list(target).await,
         Command::Show { target, version } => commands::show(target, *version).await,
         Command::Promote { target, version } => commands::promote(target, *version).await,

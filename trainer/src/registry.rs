@@ -128,7 +128,9 @@ pub fn new_record(
         version,
         created_at: now_millis(),
         format: "lightgbm-text".into(),
-        feature_names: fraudstream_common::features::feature_names(),
+        // A model trained elsewhere keeps the names (and order) its text declares.
+        feature_names: fraudstream_common::model_text::declared_names(&trained.model_text)
+            .unwrap_or_else(fraudstream_common::features::feature_names),
         threshold: trained.threshold,
         metrics: trained.metrics.clone(),
         training_window_start: window.0,

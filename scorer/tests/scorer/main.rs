@@ -1,11 +1,13 @@
 //! The scorer against the real broker and registry: three instances in one group, one SIGKILLed
 //! mid-stream, a model swap, refused models and malformed records, all in one stream; the
-//! per-account state carried across a restart; a challenger scored in shadow until retired; and a
-//! trace carried through the topics.
+//! per-account state carried across a restart; a challenger scored in shadow until retired; a
+//! model trained in Python with its columns in another order; and a trace carried through the
+//! topics.
 //!
 //! One test binary (librdkafka and LightGBM are linked once), one file per scenario.
 
 mod group;
+mod python;
 mod shadow;
 mod state;
 mod support;
