@@ -4,28 +4,84 @@
 use fraudstream_schemas::topics;
 use std::path::PathBuf;
 
-/// When a transaction's label is published.
+/// When a transaction's label is published, after its transaction: `(earliest, latest)`.
+///
+/// As with card disputes: a fraud is reported anywhere in the window (a delay drawn between the
+/// two, fixed by the transaction id so a replay repeats it), a legitimate transaction is
+/// confirmed only when the window closes (the latest). A single value makes every delay equal.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LabelDelay {
-    /// Once the replay reaches a row `n` PaySim steps (hours) later.
-    Steps(i32),
-    /// `n` wall-clock seconds after the transaction was sent.
-    Seconds(f64),
+    /// Once the replay reaches a row this many PaySim steps (hours) later.
+    Steps(i32, i32),
+    /// This many wall-clock seconds after the transaction was sent.
+    Seconds(f64, f64),
+}
+
+impl LabelDelay {
+    /// Labels go out with their transactions.
+    pub fn is_none(self) -> bool {
+        matches!(self, LabelDelay::Steps(0, 0)) || self == LabelDelay::Seconds(0.0, 0.0)
+    }
+
+    /// The delay of one label: its fraction of the window (0..1) when a fraud, the whole window
+    /// otherwise. In the unit of the variant (steps or seconds).
+    pub fn of(self, is_fraud: bool, fraction: f64) -> f64 {
+        let (lo, hi) = match self {
+            LabelDelay::Steps(lo, hi) => (lo as f64, hi as f64),
+            LabelDelay::Seconds(lo, hi) => (lo, hi),
+        };
+        if is_fraud {
+            lo + (hi - lo) * fraction
+        } else {
+            hi
+        }
+    }
 }
 
 impl std::str::FromStr for LabelDelay {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let bad =
-            || format!("label delay {s:?}: use steps (\"24\" or \"24steps\") or seconds (\"30s\")");
-        if let Some(n) = s.strip_suffix("steps").or_else(|| s.strip_suffix("step")) {
-            n.trim().parse().map(LabelDelay::Steps).map_err(|_| bad())
+        let bad = || {
+            format!(
+                "label delay {s:?}: use steps (\"24\", \"24steps\", \"2..24steps\") or seconds \
+                 (\"30s\", \"5..30s\"), the earliest first"
+            )
+        };
+        let (number, seconds) = if let Some(n) = s.strip_suffix("steps").or(s.strip_suffix("step"))
+        {
+            (n, false)
         } else if let Some(n) = s.strip_suffix('s') {
-            n.trim().parse().map(LabelDelay::Seconds).map_err(|_| bad())
+            (n, true)
         } else {
-            s.parse().map(LabelDelay::Steps).map_err(|_| bad())
+            (s, false)
+        };
+        let (lo, hi) = number.split_once("..").unwrap_or((number, number));
+        // "5s..30s" as well as "5..30s".
+        let lo = lo
+            .trim()
+            .trim_end_matches(if seconds { "s" } else { "steps" });
+        let delay = if seconds {
+            let (lo, hi) = (
+                lo.parse().map_err(|_| bad())?,
+                hi.trim().parse().map_err(|_| bad())?,
+            );
+            LabelDelay::Seconds(lo, hi)
+        } else {
+            let (lo, hi) = (
+                lo.parse().map_err(|_| bad())?,
+                hi.trim().parse().map_err(|_| bad())?,
+            );
+            LabelDelay::Steps(lo, hi)
+        };
+        let (lo, hi) = match delay {
+            LabelDelay::Steps(lo, hi) => (lo as f64, hi as f64),
+            LabelDelay::Seconds(lo, hi) => (lo, hi),
+        };
+        if !(0.0..=hi).contains(&lo) {
+            return Err(bad());
         }
+        Ok(delay)
     }
 }
 
@@ -56,7 +112,9 @@ pub struct PublishConfig {
     /// Start again at the end of the file (ids get a loop number), until --limit or Ctrl-C.
     #[arg(long = "loop", env = "FRAUDSTREAM_LOOP")]
     pub repeat: bool,
-    /// When labels follow: PaySim steps ("24", "24steps") or seconds ("30s"); 0 = at once.
+    /// When labels follow: PaySim steps ("24", "24steps") or seconds ("30s"); 0 = at once. A
+    /// range ("2..24steps", "5..30s") is a dispute window: each fraud is reported at a delay
+    /// within it (fixed by its id), each legitimate transaction confirmed when it closes.
     #[arg(long, env = "FRAUDSTREAM_LABEL_DELAY", default_value = "24steps")]
     pub label_delay: LabelDelay,
     /// Stop at the first malformed row (default: skip it, count it, report it).
@@ -86,7 +144,7 @@ impl PublishConfig {
             speedup: None,
             limit: None,
             repeat: false,
-            label_delay: LabelDelay::Steps(0),
+            label_delay: LabelDelay::Steps(0, 0),
             strict: false,
             id_prefix: Some("t".into()),
             trace_every: 1000,

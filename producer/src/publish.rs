@@ -14,7 +14,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -105,13 +106,31 @@ const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
 ];
 
 /// A label waiting for its time. `due_step` is on the replay's clock, which keeps counting
-/// across `--loop` passes (see [`ReplayClock`]).
+/// across `--loop` passes (see [`ReplayClock`]). Ordered by when it is due: with a delay range
+/// labels fall due out of order, so they wait in a heap.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct PendingLabel {
     due_step: i32,
     due_at: Instant,
     transaction_id: String,
     is_fraud: bool,
 }
+
+/// Where a transaction's delay falls in the label window: a fraction in [0, 1) from its id, so a
+/// replay of the same file repeats every delay.
+fn window_fraction(id: &str) -> f64 {
+    // FNV-1a, mixed (splitmix64's finaliser: ids differ only in their last digits), then the
+    // top 53 bits as a fraction.
+    let mut h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+type Pending = BinaryHeap<Reverse<PendingLabel>>;
 
 /// The replay's step clock. With `--loop`, pass `k` replays the file's steps shifted by `k` times
 /// the file's span, so time keeps moving forward: step-delayed labels from the end of one pass
@@ -288,39 +307,40 @@ impl Sender {
     /// Sends the pending labels whose time has come (by step or by clock).
     fn send_due_labels(
         &self,
-        pending: &mut VecDeque<PendingLabel>,
+        pending: &mut Pending,
         step: i32,
         now: Instant,
         summary: &mut PublishSummary,
     ) -> Result<(), PublishError> {
-        while let Some(p) = pending.front() {
+        while let Some(Reverse(p)) = pending.peek() {
             let ready = match self.cfg.label_delay {
-                LabelDelay::Steps(_) => p.due_step <= step,
-                LabelDelay::Seconds(_) => p.due_at <= now,
+                LabelDelay::Steps(..) => p.due_step <= step,
+                LabelDelay::Seconds(..) => p.due_at <= now,
             };
             if !ready {
                 break;
             }
             self.send_label(p)?;
             summary.labels_sent += 1;
-            pending.pop_front();
+            pending.pop();
         }
         Ok(())
     }
 
     /// The label of a transaction just sent, due after `--label-delay`.
     fn label(&self, step: i32, now: Instant, id: String, is_fraud: bool) -> PendingLabel {
+        let delay = self.cfg.label_delay.of(is_fraud, window_fraction(&id));
         PendingLabel {
             due_step: match self.cfg.label_delay {
-                LabelDelay::Steps(n) => step + n,
-                LabelDelay::Seconds(_) => i32::MAX,
+                LabelDelay::Steps(..) => step + delay as i32,
+                LabelDelay::Seconds(..) => i32::MAX,
             },
             // From now, after the send, not from the loop's `now`: the transaction's event_time
             // was taken in between (a send that waited on a full queue made labels arrive a few
             // ms before the promised delay).
             due_at: match self.cfg.label_delay {
-                LabelDelay::Seconds(secs) => Instant::now() + Duration::from_secs_f64(secs),
-                LabelDelay::Steps(_) => now,
+                LabelDelay::Seconds(..) => Instant::now() + Duration::from_secs_f64(delay),
+                LabelDelay::Steps(..) => now,
             },
             transaction_id: id,
             is_fraud,
@@ -331,13 +351,13 @@ impl Sender {
     /// them, unless interrupted (then it sends them early rather than lose them).
     fn send_remaining_labels(
         &self,
-        mut pending: VecDeque<PendingLabel>,
+        mut pending: Pending,
         stop: &AtomicBool,
         summary: &mut PublishSummary,
         mut tick: impl FnMut(&mut PublishSummary),
     ) -> Result<(), PublishError> {
-        while let Some(p) = pending.pop_front() {
-            if let LabelDelay::Seconds(_) = self.cfg.label_delay {
+        while let Some(Reverse(p)) = pending.pop() {
+            if let LabelDelay::Seconds(..) = self.cfg.label_delay {
                 let now = Instant::now();
                 if p.due_at > now && !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(p.due_at - now);
@@ -356,15 +376,14 @@ impl Sender {
     fn queue_label(
         &self,
         label: PendingLabel,
-        pending: &mut VecDeque<PendingLabel>,
+        pending: &mut Pending,
         summary: &mut PublishSummary,
     ) -> Result<(), PublishError> {
-        let delay = self.cfg.label_delay;
-        if delay == LabelDelay::Steps(0) || delay == LabelDelay::Seconds(0.0) {
+        if self.cfg.label_delay.is_none() {
             self.send_label(&label)?;
             summary.labels_sent += 1;
         } else {
-            pending.push_back(label);
+            pending.push(Reverse(label));
             summary.labels_pending_peak = summary.labels_pending_peak.max(pending.len() as u64);
         }
         Ok(())
@@ -404,7 +423,7 @@ fn run(
 ) -> Result<PublishSummary, PublishError> {
     let start = Instant::now();
     let mut summary = PublishSummary::default();
-    let mut pending: VecDeque<PendingLabel> = VecDeque::new();
+    let mut pending = Pending::new();
     let mut last_progress = Instant::now();
     let mut clock = ReplayClock::default();
     let limit = s.cfg.limit.unwrap_or(u64::MAX);
@@ -480,16 +499,32 @@ mod tests {
 
     #[test]
     fn label_delay_parses_steps_and_seconds() {
-        assert_eq!("24".parse::<LabelDelay>().unwrap(), LabelDelay::Steps(24));
-        assert_eq!(
-            "6steps".parse::<LabelDelay>().unwrap(),
-            LabelDelay::Steps(6)
+        let parse = |s: &str| s.parse::<LabelDelay>();
+        assert_eq!(parse("24"), Ok(LabelDelay::Steps(24, 24)));
+        assert_eq!(parse("6steps"), Ok(LabelDelay::Steps(6, 6)));
+        assert_eq!(parse("2..24steps"), Ok(LabelDelay::Steps(2, 24)));
+        assert_eq!(parse("1.5s"), Ok(LabelDelay::Seconds(1.5, 1.5)));
+        assert_eq!(parse("5..30s"), Ok(LabelDelay::Seconds(5.0, 30.0)));
+        assert_eq!(parse("5s..30s"), Ok(LabelDelay::Seconds(5.0, 30.0)));
+        assert!(parse("soon").unwrap_err().contains("30s"));
+        assert!(parse("30..5s").unwrap_err().contains("earliest first"));
+    }
+
+    #[test]
+    fn frauds_fall_anywhere_in_the_window_and_the_rest_at_its_end() {
+        let window = LabelDelay::Steps(2, 24);
+        assert_eq!(window.of(false, 0.3), 24.0);
+        assert_eq!(window.of(true, 0.0), 2.0);
+        let delays: Vec<f64> = (0..1000)
+            .map(|i| window.of(true, window_fraction(&format!("t-{i}"))))
+            .collect();
+        assert!(delays.iter().all(|d| (2.0..24.0).contains(d)));
+        let early = delays.iter().filter(|d| **d < 13.0).count();
+        assert!(
+            (400..600).contains(&early),
+            "spread evenly: {early} of 1000 early"
         );
-        assert_eq!(
-            "1.5s".parse::<LabelDelay>().unwrap(),
-            LabelDelay::Seconds(1.5)
-        );
-        assert!("soon".parse::<LabelDelay>().unwrap_err().contains("30s"));
+        assert_eq!(window_fraction("t-7"), window_fraction("t-7"));
     }
 
     #[test]

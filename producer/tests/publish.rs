@@ -60,7 +60,7 @@ async fn simulate_split_publish_and_consume_back() {
     let delay_secs = 2.0;
     let mut cfg = config(&stream, "publish_round_trip");
     cfg.limit = Some(n as u64);
-    cfg.label_delay = LabelDelay::Seconds(delay_secs);
+    cfg.label_delay = LabelDelay::Seconds(delay_secs, delay_secs);
     let summary = run(cfg.clone()).await.unwrap();
     assert_eq!(
         (summary.sent, summary.acked, summary.failed),
@@ -284,7 +284,7 @@ async fn loop_with_step_delay_labels_every_pass_and_stays_bounded() {
     let mut cfg = config(&stream, "publish_loop");
     cfg.repeat = true;
     cfg.limit = Some((passes * rows) as u64);
-    cfg.label_delay = LabelDelay::Steps(delay);
+    cfg.label_delay = LabelDelay::Steps(delay, delay);
     let summary = run(cfg.clone()).await.unwrap();
     assert_eq!(summary.sent, (passes * rows) as u64);
     assert_eq!(summary.labels_acked, (passes * rows) as u64);

@@ -81,12 +81,32 @@ pub(crate) async fn train_from_clickhouse(
         ex.labels.iter().filter(|l| **l > 0.5).count(),
         started.elapsed().as_secs_f64()
     );
+    report_immature(&target.clickhouse, selection.maturity).await?;
     let source = format!(
         "ClickHouse {}.labelled_transactions, newest {} rows",
         target.clickhouse.database,
         ex.len()
     );
     train_and_publish(&ex, &source, training, Some(&publisher)).await?;
+    Ok(())
+}
+
+/// Says what --label-maturity left out.
+async fn report_immature(
+    ch: &fraudstream_common::clickhouse::ClickHouseArgs,
+    maturity: Duration,
+) -> Result<()> {
+    if maturity.is_zero() {
+        return Ok(());
+    }
+    let young = trainer::immature(ch, maturity).await?;
+    println!(
+        "label maturity {}s: left out the {} transactions younger than that ({} labelled so far, {} of them fraud)",
+        maturity.as_secs_f64(),
+        young.transactions,
+        young.labelled,
+        young.frauds
+    );
     Ok(())
 }
 
@@ -214,6 +234,7 @@ pub(crate) async fn rollback(target: &Target) -> Result<()> {
 pub(crate) struct Watch<'a> {
     pub(crate) config: &'a Path,
     pub(crate) state: &'a Path,
+    pub(crate) maturity: Duration,
     pub(crate) max_trainings: Option<u64>,
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -274,7 +295,7 @@ pub(crate) async fn watch(
             Ok(c) => cfg = c,
             Err(e) => tracing::warn!(error = %e, "config not re-read; keeping the last good one"),
         }
-        match watch_cycle(target, training, &publisher, &cfg, &mut st, w.state).await {
+        match watch_cycle(target, training, &publisher, &cfg, &mut st, w).await {
             Ok(trained) => {
                 health.set_ready("watching");
                 if trained {
@@ -313,8 +334,9 @@ async fn watch_cycle(
     publisher: &Publisher,
     cfg: &WatchConfig,
     st: &mut WatchState,
-    state: &Path,
+    w: &Watch<'_>,
 ) -> Result<bool> {
+    let maturity = w.maturity;
     let count = count_labelled(&target.clickhouse)
         .await
         .context("counting labelled rows")?;
@@ -329,11 +351,13 @@ async fn watch_cycle(
     );
     let selection = Selection {
         limit: cfg.limit,
+        maturity,
         ..Selection::default()
     };
     let ex = examples_from_clickhouse(&target.clickhouse, &selection)
         .await
         .context("reading the labelled rows")?;
+    report_immature(&target.clickhouse, maturity).await?;
     let source = format!(
         "ClickHouse {}.labelled_transactions, newest {} rows",
         target.clickhouse.database,
@@ -345,7 +369,7 @@ async fn watch_cycle(
         .or(st.last_version);
     st.last_count = count;
     st.trainings += 1;
-    st.save(state)?;
+    st.save(w.state)?;
     Ok(true)
 }
 

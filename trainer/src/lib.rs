@@ -119,6 +119,39 @@ pub struct Selection {
     pub limit: u64,
     pub since: Option<String>,
     pub until: Option<String>,
+    /// Label maturity: leave out transactions younger than this, counted back from the newest
+    /// transaction's event time (zero: none left out).
+    pub maturity: std::time::Duration,
+}
+
+/// The transactions younger than the label maturity: left out of training.
+#[derive(Debug, Clone, Copy, clickhouse::Row, serde::Deserialize)]
+pub struct Immature {
+    pub transactions: u64,
+    pub labelled: u64,
+    pub frauds: u64,
+}
+
+/// The event-time condition of mature transactions (`event_time <= newest - maturity`).
+fn mature_filter(maturity: std::time::Duration) -> String {
+    format!(
+        "event_time <= (SELECT max(event_time) FROM transactions) - {}",
+        maturity.as_secs()
+    )
+}
+
+/// Counts what `maturity` leaves out: transactions younger than it, those already labelled, and
+/// the frauds among them.
+pub async fn immature(
+    ch: &ClickHouseArgs,
+    maturity: std::time::Duration,
+) -> Result<Immature, TrainerError> {
+    let young = format!("NOT ({})", mature_filter(maturity));
+    let sql = format!(
+        "SELECT (SELECT count() FROM transactions FINAL WHERE {young}), count(), countIf(is_fraud = 1) \
+         FROM labelled_transactions WHERE {young}"
+    );
+    Ok(ch.client().query(&sql).fetch_one::<Immature>().await?)
 }
 
 /// A labelled transaction as the `labelled_transactions` view returns it.
@@ -160,6 +193,9 @@ pub async fn examples_from_clickhouse(
     }
     if sel.until.is_some() {
         filter.push_str(" AND event_time < toDateTime(?)");
+    }
+    if !sel.maturity.is_zero() {
+        filter.push_str(&format!(" AND {}", mature_filter(sel.maturity)));
     }
     // Newest `limit` rows, then back into time order (ties broken by Kafka position).
     let sql = format!(

@@ -125,6 +125,15 @@ enum Command {
         /// Only rows with event time before this (`YYYY-MM-DD hh:mm:ss`).
         #[arg(long)]
         until: Option<String>,
+        /// Label maturity: leave out transactions younger than this (event time, counted back
+        /// from the newest transaction in ClickHouse), whose labels may still be on the way. A
+        /// transaction without a label is never a negative; but where frauds are reported within
+        /// a dispute window and legitimate ones confirmed at its end (`producer publish
+        /// --label-delay 2..24steps`), the young labelled rows are mostly frauds, and training on
+        /// them skews the model. Set it to the window (e.g. 24h; 30s, 10m, 2d). 0 = off.
+        #[arg(long, env = "FRAUDSTREAM_LABEL_MATURITY", default_value = "0s",
+              value_parser = fraudstream_common::args::duration)]
+        label_maturity: std::time::Duration,
     },
     /// Poll ClickHouse; retrain and publish (through the gate) when enough new labelled rows
     /// arrived. Thresholds come from --config, re-read every cycle.
@@ -150,6 +159,16 @@ enum Command {
         /// Stop after this many trainings (demos, tests).
         #[arg(long, env = "FRAUDSTREAM_MAX_TRAININGS")]
         max_trainings: Option<u64>,
+        /// Label maturity: leave out transactions younger than this (event time, counted back
+        /// from the newest transaction in ClickHouse), whose labels may still be on the way. A
+        /// transaction without a label is never a negative; but where frauds are reported within
+        /// a dispute window and legitimate ones confirmed at its end (`producer publish
+        /// --label-delay 2..24steps`), the young labelled rows are mostly frauds, and training on
+        /// them skews the model. Set it to the window (e.g. 24h; 30s, 10m, 2d). 0 = off.
+        #[arg(long, env = "FRAUDSTREAM_LABEL_MATURITY", default_value = "0s",
+              value_parser = fraudstream_common::args::duration)]
+        label_maturity: std::time::Duration,
+
         /// Serve /metrics and /health here (e.g. 127.0.0.1:9104; port 0 picks a free one).
         #[arg(long, env = "FRAUDSTREAM_METRICS_ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
@@ -282,11 +301,13 @@ async fn main() -> Result<()> {
             limit,
             since,
             until,
+            label_maturity,
         } => {
             let selection = Selection {
                 limit: *limit,
                 since: since.clone(),
                 until: until.clone(),
+                maturity: *label_maturity,
             };
             commands::train_from_clickhouse(target, training, selection).await
         }
@@ -297,10 +318,12 @@ async fn main() -> Result<()> {
             state,
             max_trainings,
             metrics_addr,
+            label_maturity,
         } => {
             let watch = commands::Watch {
                 config,
                 state,
+                maturity: *label_maturity,
                 max_trainings: *max_trainings,
                 metrics_addr: *metrics_addr,
             };

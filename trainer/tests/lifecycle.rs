@@ -16,7 +16,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use trainer::registry::{self, serving};
-use trainer::{examples_from_csv, read_models, train, Publisher, TrainParams};
+use trainer::{
+    examples_from_clickhouse, examples_from_csv, immature, read_models, train, Publisher,
+    Selection, TrainParams,
+};
 
 /// Simulated PaySim rows: `rows` of them, written to `dir/paysim.csv`.
 fn simulate(dir: &Path, rows: u64) -> std::path::PathBuf {
@@ -28,6 +31,17 @@ fn simulate(dir: &Path, rows: u64) -> std::path::PathBuf {
 
 /// Lands the CSV rows `from..to` in ClickHouse as the sink would: transactions and labels.
 async fn land(ch: &ClickHouseArgs, csv: &Path, from: u64, to: u64) {
+    land_with(ch, csv, from, to, |_, _| true).await
+}
+
+/// [`land`], with a label only where `labelled(step, is_fraud)`.
+async fn land_with(
+    ch: &ClickHouseArgs,
+    csv: &Path,
+    from: u64,
+    to: u64,
+    labelled: impl Fn(i32, bool) -> bool,
+) {
     let mut reader = CsvReader::open(csv).unwrap();
     let client = ch.client();
     let mut txs = client
@@ -63,6 +77,10 @@ async fn land(ch: &ClickHouseArgs, csv: &Path, from: u64, to: u64) {
             })
             .await
             .unwrap();
+            if !labelled(r.step, r.is_fraud) {
+                i += 1;
+                continue;
+            }
             labels
                 .write(&LabelRow {
                     transaction_id: id,
@@ -318,4 +336,75 @@ async fn watch_survives_a_clickhouse_restart() {
         serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     assert_eq!(st["last_count"], 200_000);
     assert_eq!(st["trainings"], 1);
+}
+
+/// Frauds are reported within a dispute window, legitimate transactions confirmed when it closes:
+/// the last window's labelled rows are all frauds. With the window as label maturity the trainer
+/// leaves those transactions out (and counts what it left out); without it, it trains on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_maturity_leaves_out_transactions_whose_labels_are_still_on_the_way() {
+    let ch = local_clickhouse(&unique_name("maturity"));
+    ch.migrate().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = simulate(dir.path(), 40_000);
+    let (all, _) = examples_from_csv(&csv).unwrap();
+    let last = all.last_step;
+    // The window: at least a day, and long enough to hold the last 5 frauds (the simulated
+    // month ends quietly). Event time is step hours: younger than it is a step after last - window.
+    let mut fraud_steps: Vec<i32> = Vec::new();
+    let mut reader = CsvReader::open(&csv).unwrap();
+    while let Some((_, row)) = reader.next_row().unwrap() {
+        let r = row.unwrap();
+        if r.is_fraud {
+            fraud_steps.push(r.step);
+        }
+    }
+    let window = (last - fraud_steps[fraud_steps.len() - 5] + 1).max(24);
+    let maturity = Duration::from_secs(window as u64 * 3600);
+    let young = |step: i32| step > last - window;
+    land_with(&ch, &csv, 0, 40_000, |step, fraud| !young(step) || fraud).await;
+    let mut reader = CsvReader::open(&csv).unwrap();
+    let (mut mature, mut mature_frauds, mut young_rows, mut young_frauds) = (0, 0, 0, 0);
+    while let Some((_, row)) = reader.next_row().unwrap() {
+        let r = row.unwrap();
+        match (young(r.step), r.is_fraud) {
+            (false, f) => (mature, mature_frauds) = (mature + 1, mature_frauds + f as usize),
+            (true, f) => (young_rows, young_frauds) = (young_rows + 1, young_frauds + f as u64),
+        }
+    }
+    assert!(
+        young_frauds > 0 && young_rows > 100,
+        "the last day has fraud"
+    );
+    let selection = |maturity| Selection {
+        limit: 1_000_000,
+        maturity,
+        ..Selection::default()
+    };
+    let naive = examples_from_clickhouse(&ch, &selection(Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(
+        naive.len(),
+        mature + young_frauds as usize,
+        "every labelled row, skewed"
+    );
+    let ex = examples_from_clickhouse(&ch, &selection(maturity))
+        .await
+        .unwrap();
+    assert_eq!(
+        ex.len(),
+        mature,
+        "only the transactions older than the window"
+    );
+    assert_eq!(
+        ex.labels.iter().filter(|l| **l > 0.5).count(),
+        mature_frauds
+    );
+    assert!(ex.last_step <= last - window);
+    let left_out = immature(&ch, maturity).await.unwrap();
+    assert_eq!(
+        (left_out.transactions, left_out.labelled, left_out.frauds),
+        (young_rows, young_frauds, young_frauds)
+    );
 }
