@@ -226,6 +226,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "002_views.sql",
         include_str!("../../deploy/clickhouse/002_views.sql"),
     ),
+    (
+        3,
+        "003_drift.sql",
+        include_str!("../../deploy/clickhouse/003_drift.sql"),
+    ),
 ];
 
 /// The statements of a SQL file: split at `;` line ends, `--` comment lines dropped (ClickHouse's

@@ -39,6 +39,8 @@ for i in range(200):
 s.query("INSERT INTO predictions VALUES " + ",".join(rows))
 s.query("INSERT INTO labels VALUES " + ",".join(labels))
 s.query("INSERT INTO transactions VALUES " + ",".join(txs))
+s.query("INSERT INTO drift_reference SELECT argMax(model_name, scored_at), argMax(model_version, scored_at),"
+        " 'score', [0.5], [0.5, 0.5], now() FROM predictions")
 assert s.query("SELECT count() FROM labelled_transactions", "CSV").bytes().strip() == b"200"
 for q in json.loads(sys.argv[1]):
     try:

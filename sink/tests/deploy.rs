@@ -99,7 +99,8 @@ fn dashboards_name_provisioned_datasources() {
         [
             "Fraud alert rate spike",
             "Scorer lag growing",
-            "Dead letters non-zero"
+            "Dead letters non-zero",
+            "Feature drift"
         ]
     );
 }
@@ -305,6 +306,16 @@ async fn every_clickhouse_panel_query_runs_on_sink_data_and_returns_rows() {
     wait_for_rows(&ch, "predictions", N, Duration::from_secs(60)).await;
     wait_for_rows(&ch, "labels", N / 2, Duration::from_secs(60)).await;
     terminate(child);
+    // The drift panel compares with the serving model's training rows, which the trainer
+    // archives when it publishes: a reference for the score (half below 0.5, half above).
+    ch.client()
+        .query(
+            "INSERT INTO drift_reference SELECT argMax(model_name, scored_at), \
+             argMax(model_version, scored_at), 'score', [0.5], [0.5, 0.5], now() FROM predictions",
+        )
+        .execute()
+        .await
+        .unwrap();
 
     // The test data spans 1700000000 .. 1700000140 (7 ms apart).
     let (from, to) = (1_699_999_000, 1_700_001_000);
@@ -326,7 +337,7 @@ async fn every_clickhouse_panel_query_runs_on_sink_data_and_returns_rows() {
         assert!(rows > 0, "{file} / {title}: no rows\n{sql}");
         checked += 1;
     }
-    assert_eq!(checked, 10, "every ClickHouse panel of the overview");
+    assert_eq!(checked, 11, "every ClickHouse panel of the overview");
 
     // The live precision/recall panel computes what the labels say: alerts are every 100th
     // prediction and all fraud; every 1000th + 1 is a missed fraud.

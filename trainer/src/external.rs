@@ -59,7 +59,9 @@ pub fn evaluate_text(
     let mut metrics = evaluate(&scores, &labels, threshold);
     metrics.insert("rounds".into(), text.matches("\nTree=").count() as f64);
     metrics.insert("holdout_rows".into(), holdout.len() as f64);
-    let base = baseline::one_feature_rule(ex, 0..ex.len() * 8 / 10, holdout);
+    let train_rows = 0..ex.len() * 8 / 10;
+    let reference = crate::drift::references(ex, train_rows.clone(), &scores);
+    let base = baseline::one_feature_rule(ex, train_rows, holdout);
     metrics.insert("baseline_pr_auc".into(), base.pr_auc);
     Ok(Trained {
         model_text: text,
@@ -69,5 +71,6 @@ pub fn evaluate_text(
         holdout_labels: labels,
         importance: Vec::new(),
         baseline: Some(base),
+        reference,
     })
 }

@@ -10,6 +10,7 @@
 
 pub mod baseline;
 pub mod boost;
+pub mod drift;
 pub mod external;
 pub mod registry;
 pub mod report;
@@ -327,6 +328,8 @@ pub struct Trained {
     pub importance: Vec<(String, f64)>,
     /// The best one-feature rule on the same holdout (see [`baseline`]).
     pub baseline: Option<baseline::Baseline>,
+    /// What it was trained on, for drift monitoring (see [`drift`]).
+    pub reference: Vec<drift::Reference>,
 }
 
 /// The holdout rows of `n` examples: the last 10% in time.
@@ -408,6 +411,7 @@ pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
     let gains = booster.feature_importance(lightgbm3::ImportanceType::Gain)?;
     let mut importance: Vec<(String, f64)> = feature_names().into_iter().zip(gains).collect();
     importance.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let reference = drift::references(ex, 0..train_end, &scores);
     Ok(Trained {
         model_text: text,
         threshold,
@@ -416,6 +420,7 @@ pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
         holdout_labels: labels,
         importance,
         baseline: Some(baseline),
+        reference,
     })
 }
 
@@ -590,6 +595,7 @@ impl Publisher {
         registry::send_record(&self.kafka, &self.models_topic, &record).await?;
         if let Some(ch) = &self.clickhouse {
             registry::archive(ch, &record, "published").await?;
+            drift::archive(ch, &record.model_name, version, &trained.reference).await?;
         }
         Ok(Outcome {
             decision,

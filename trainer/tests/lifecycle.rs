@@ -408,3 +408,92 @@ async fn label_maturity_leaves_out_transactions_whose_labels_are_still_on_the_wa
         (young_rows, young_frauds, young_frauds)
     );
 }
+
+/// Lands `rows` as transactions within one hour from `start`, amounts times `scale`, with a
+/// prediction of model v1 each (the view compares with the serving model's reference).
+async fn land_hour(
+    ch: &ClickHouseArgs,
+    rows: &[paysim::PaySimRow],
+    tag: &str,
+    start: u32,
+    scale: f64,
+) {
+    let client = ch.client();
+    let mut txs = client
+        .insert::<TransactionRow>("transactions")
+        .await
+        .unwrap();
+    for (i, r) in rows.iter().enumerate() {
+        txs.write(&TransactionRow {
+            transaction_id: format!("{tag}-{i}"),
+            event_time: start + (i as u32 % 3000),
+            event_ms: 0,
+            step: r.step,
+            tx_type: r.tx_type.as_str().into(),
+            amount: r.amount * scale,
+            name_orig: r.name_orig.clone(),
+            oldbalance_org: r.oldbalance_org,
+            newbalance_orig: r.newbalance_orig,
+            name_dest: r.name_dest.clone(),
+            oldbalance_dest: r.oldbalance_dest,
+            newbalance_dest: r.newbalance_dest,
+            is_flagged_fraud: 0,
+            kafka_partition: 0,
+            kafka_offset: i as i64,
+        })
+        .await
+        .unwrap();
+    }
+    txs.end().await.unwrap();
+    let sql = format!(
+        "INSERT INTO predictions (transaction_id, event_time, scored_at, score, model_name, model_version) \
+         SELECT transaction_id, event_time, event_time, 0.01, 'paysim', 1 FROM transactions WHERE transaction_id LIKE '{tag}-%'"
+    );
+    client.query(&sql).execute().await.unwrap();
+}
+
+/// The drift view against what the trainer archived: live traffic drawn like the training rows
+/// is stable (PSI under 0.1 on every row feature); the same traffic with amounts ten times larger
+/// shows amount shifted (PSI over 0.25) and nothing else moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feature_drift_flags_the_feature_that_moved_and_only_it() {
+    let ch = local_clickhouse(&unique_name("drift"));
+    ch.migrate().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = simulate(dir.path(), 20_000);
+    let (ex, _) = examples_from_csv(&csv).unwrap();
+    let references = trainer::drift::references(&ex, 0..ex.len(), &[0.01; 100]);
+    trainer::drift::archive(&ch, "paysim", 1, &references)
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    let mut reader = CsvReader::open(&csv).unwrap();
+    while let Some((_, row)) = reader.next_row().unwrap() {
+        rows.push(row.unwrap());
+    }
+    let psi = |ch: ClickHouseArgs| async move {
+        ch.client()
+            .query("SELECT feature, psi FROM feature_drift ORDER BY feature")
+            .fetch_all::<(String, f64)>()
+            .await
+            .unwrap()
+    };
+    land_hour(&ch, &rows, "same", 1_700_000_000, 1.0).await;
+    let stable = psi(ch.clone()).await;
+    assert_eq!(
+        stable.len(),
+        8,
+        "6 row features, type and score: {stable:?}"
+    );
+    for (feature, value) in &stable {
+        assert!(*value < 0.1, "{feature} is stable: {value}");
+    }
+    // An hour later, only the shifted traffic is in the window.
+    land_hour(&ch, &rows, "shifted", 1_700_010_000, 10.0).await;
+    for (feature, value) in psi(ch.clone()).await {
+        match feature.as_str() {
+            "amount" => assert!(value > 0.25, "amount shifted: {value}"),
+            _ => assert!(value < 0.1, "{feature} did not move: {value}"),
+        }
+    }
+}
