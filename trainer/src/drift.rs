@@ -45,7 +45,10 @@ pub fn bins(values: &mut [f64]) -> (Vec<f64>, Vec<f64>) {
     if n == 0 {
         return (Vec::new(), vec![1.0]);
     }
-    let mut edges: Vec<f64> = (1..10).map(|k| values[(k * n / 10).min(n - 1)]).collect();
+    // The k-th decile edge is the largest value of the lowest k tenths (bins include their edge).
+    let mut edges: Vec<f64> = (1..10)
+        .map(|k| values[(k * n / 10).saturating_sub(1).min(n - 1)])
+        .collect();
     edges.dedup();
     if edges.last() == values.last() {
         // Nothing is above the top edge: that bin would always be empty.
