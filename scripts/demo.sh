@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # make demo: the whole pipeline on the local services (deploy/local), then a summary.
-#   simulate PaySim data → split by time → bootstrap a model → 2 scorers + the sink + trainer watch
-#   → publish the stream with late labels → the trainer retrains from ClickHouse and the scorers
-#   hot-swap → every transaction checked in ClickHouse → summary.
+#   simulate PaySim data (a card-testing fraud pattern starts midway through the stream) → split by
+#   time → bootstrap a model → 2 scorers + the sink + trainer watch → publish the stream with late
+#   labels → the trainer retrains from ClickHouse and the scorers hot-swap → every transaction
+#   checked in ClickHouse → summary, with how the loop caught up with the new pattern.
 # It stops what it started; --keep leaves the services of the pipeline running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEEP=false; [ "${1:-}" = "--keep" ] && KEEP=true
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fraudstream/target}"
 ROWS="${DEMO_ROWS:-2000000}"
-RATE="${DEMO_RATE:-8000}"
+RATE="${DEMO_RATE:-5000}"
+# The new fraud pattern: bursts of tiny TRANSFERs testing a taken-over account, from this step
+# (the stream part of the default data runs from step 383 to 744, half of its rows before 400).
+DRIFT_STEP="${DEMO_DRIFT_STEP:-400}"
+PATTERN="type = 'TRANSFER' AND amount <= 20 AND step >= $DRIFT_STEP"
 DATA="${DEMO_DIR:-$HOME/.cache/fraudstream/demo}"
 . deploy/local/env.sh
 export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
@@ -32,12 +37,56 @@ metric() { curl -s "127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; 
 sum_metric() { local s=0 v; for port in 9111 9112; do v=$(metric "$port" "$1"); s=$((s + ${v%.*})); done; echo "$s"; }
 started=$(date +%s)
 
+# The drift story: recall on the new pattern (fraudulent TRANSFERs of at most 20.00 from
+# $DRIFT_STEP on) live, by the version that scored it, against the frozen first model on the same
+# transactions; when the loop caught up; what the gate decided; how challengers did in shadow.
+drift_summary() {
+  local probes="SELECT transaction_id, step FROM labelled_transactions WHERE is_fraud = 1 AND $PATTERN"
+  echo "  new pattern (card testing from step $DRIFT_STEP: $PATTERN), live, by the version that scored it:"
+  sql "SELECT concat('v', toString(model_version)) AS version, count() AS frauds, sum(is_alert) AS caught,
+    round(sum(is_alert) / count(), 3) AS recall, min(step) AS first_step, toString(min(event_time)) AS first_scored
+    FROM (SELECT transaction_id, model_version, is_alert, event_time FROM predictions FINAL)
+    ANY INNER JOIN ($probes) AS p USING transaction_id
+    GROUP BY model_version ORDER BY model_version FORMAT PrettyCompactNoEscapes" | sed 's/^/    /'
+  local live frozen
+  live=$(sql "SELECT concat(toString(sum(is_alert)), ' of ', toString(count())) FROM predictions FINAL ANY INNER JOIN ($probes) AS p USING transaction_id")
+  frozen=$("$BIN/trainer" evaluate 1 --focus "is_fraud = 1 AND $PATTERN" | grep '^focus' | grep -Eo 'caught [0-9.]+ of [0-9.]+ \(recall [0-9.]+\)')
+  echo "  the loop caught $live; the frozen first model (v1) on the same transactions: $frozen"
+  # Recovered: the first version that scored at least 5 of the pattern's frauds and caught half.
+  local rec
+  rec=$(sql "SELECT model_version, min(event_time) - (SELECT min(event_time) FROM transactions FINAL WHERE transaction_id IN (SELECT transaction_id FROM ($probes))),
+      min(step) - $DRIFT_STEP
+    FROM (SELECT transaction_id, model_version, is_alert, event_time FROM predictions FINAL)
+    ANY INNER JOIN ($probes) AS p USING transaction_id
+    GROUP BY model_version HAVING count() >= 5 AND sum(is_alert) >= count() / 2 ORDER BY min(event_time) LIMIT 1 FORMAT TSV")
+  if [ -n "$rec" ]; then
+    read -r rv rsecs rsteps <<<"$rec"
+    echo "  recovered: v$rv, the first version to catch half of the pattern, took over ${rsecs} s (wall) and ${rsteps} simulated"
+    echo "    hours after the pattern began (the replay is paced by rows, --rate: quiet hours pass quickly)"
+    local after
+    after=$("$BIN/trainer" evaluate 1 --focus "is_fraud = 1 AND $PATTERN AND transaction_id IN (SELECT transaction_id FROM predictions WHERE model_version = $rv)" |
+      grep '^focus' | grep -Eo 'caught [0-9.]+ of [0-9.]+ \(recall [0-9.]+\)')
+    echo "    on the pattern's frauds that v$rv scored live, the frozen v1 would have $after"
+  else
+    echo "  not recovered: no version caught half of the pattern's frauds (DEMO_RATE lower gives the loop more time)"
+  fi
+  echo "  gate decisions (trainer.log):"
+  grep '^gate' "$DATA/trainer.log" | sed 's/^/    /' || echo "    (none)"
+  echo "  challengers in shadow (labelled frauds they scored; alert = at or above the champion's threshold):"
+  sql "SELECT concat('v', toString(challenger_version)) AS challenger, count() AS shadow_scored,
+    sum(is_fraud) AS frauds, sum(is_fraud * is_alert) AS champion_caught,
+    sum(is_fraud * (challenger_score >= threshold)) AS challenger_caught,
+    sum((1 - is_fraud) * (challenger_score >= threshold)) AS challenger_false_alerts
+    FROM predictions_labelled WHERE isNotNull(challenger_version) AND has_label = 1
+    GROUP BY challenger_version ORDER BY challenger_version FORMAT PrettyCompactNoEscapes" | sed 's/^/    /'
+}
+
 echo "== building (release)"
 cargo build -q --release -p producer -p scorer -p sink -p trainer
 BIN="$CARGO_TARGET_DIR/release"
 
-echo "== 1. simulate $ROWS PaySim-like rows, split by time: 90% historical (training), 10% stream"
-"$BIN/producer" simulate --rows "$ROWS" --seed 42 --out "$DATA/paysim.csv" | tail -1
+echo "== 1. simulate $ROWS PaySim-like rows (card testing from step $DRIFT_STEP), split by time: 90% historical (training), 10% stream"
+"$BIN/producer" simulate --rows "$ROWS" --seed 42 --drift "card-testing@$DRIFT_STEP" --out "$DATA/paysim.csv" | tail -1
 "$BIN/producer" split --input "$DATA/paysim.csv" --ratio 0.9 --out-dir "$DATA" | tail -1
 STREAM_ROWS=$(($(wc -l <"$DATA/stream.csv") - 1))
 
@@ -56,8 +105,10 @@ pids+=($!)
 # while the demo runs to change the thresholds).
 echo '{"min_rows": 30000, "limit": 1000000, "poll_seconds": 1}' >"$DATA/trainer-watch.json"
 rm -f "$DATA/trainer-state.json"
+# Labels come 1-5 s after their transaction (frauds anywhere in that window, the rest at its end):
+# the trainer leaves out the last 5 s, whose labels may still be on the way.
 "$BIN/trainer" watch --config "$DATA/trainer-watch.json" --state "$DATA/trainer-state.json" \
-  --report "$DATA/reports/latest" --max-rounds 100 --tolerance 0.005 >"$DATA/trainer.log" 2>&1 &
+  --report "$DATA/reports/latest" --max-rounds 100 --tolerance 0.005 --label-maturity 5s >"$DATA/trainer.log" 2>&1 &
 trainer_pid=$!
 pids+=($trainer_pid)
 for port in 9111 9112 9113; do
@@ -65,8 +116,8 @@ for port in 9111 9112 9113; do
 done
 echo "   scorer: $(curl -s 127.0.0.1:9111/health)   sink: $(curl -s 127.0.0.1:9113/health)"
 
-echo "== 4. publish the stream part ($STREAM_ROWS transactions) at $RATE tx/s; each label 5 s after its transaction"
-"$BIN/producer" publish --input "$DATA/stream.csv" --id-prefix "$RUN" --rate "$RATE" --label-delay 5s | tail -2
+echo "== 4. publish the stream part ($STREAM_ROWS transactions) at $RATE tx/s; frauds reported 1-5 s later, the rest confirmed at 5 s"
+"$BIN/producer" publish --input "$DATA/stream.csv" --id-prefix "$RUN" --rate "$RATE" --label-delay 1..5s | tail -2
 
 echo "== 5. waiting until ClickHouse holds every transaction, prediction and label"
 for _ in $(seq 1 240); do
@@ -98,6 +149,7 @@ echo "  trainer: $(grep -c '^trained' "$DATA/trainer.log" || true) retraining(s)
 echo "  model versions (trainer list):"
 "$BIN/trainer" list | sed 's/^/    /'
 echo "  reports: $DATA/reports/v1.html, $DATA/reports/latest.html"
+drift_summary
 
 echo
 echo "== look inside"

@@ -156,6 +156,57 @@ pub(crate) async fn list(target: &Target) -> Result<()> {
     Ok(())
 }
 
+/// `trainer evaluate`: an archived version scored on the labelled transactions in ClickHouse, as
+/// it would have scored them live (a backtest), overall and on the --focus rows.
+pub(crate) async fn evaluate(target: &Target, version: i32, selection: Selection) -> Result<()> {
+    let history = registry::history(&target.clickhouse, &target.model_name).await?;
+    let row = registry::latest_per_version(&history)
+        .into_iter()
+        .find(|r| r.version == version)
+        .with_context(|| {
+            format!(
+                "{} v{version} is not in the archive of {}: see `trainer list`",
+                target.model_name, target.clickhouse.database
+            )
+        })?;
+    let model =
+        fraudstream_common::model::LoadedModel::from_record(&row.to_record(ModelStatus::Retired))?;
+    let ex = examples_from_clickhouse(&target.clickhouse, &selection).await?;
+    let scores = model.predict(&ex.rows)?;
+    let labels: Vec<bool> = ex.labels.iter().map(|l| *l > 0.5).collect();
+    let line = |what: &str, scores: &[f64], labels: &[bool]| {
+        let m = trainer::evaluate(scores, labels, row.threshold);
+        let frauds = m["tp"] + m["fn"];
+        println!(
+            "{what}: {} rows, {frauds} fraud; caught {} of {frauds} (recall {:.3}), {} alerts (precision {:.3}), PR-AUC {:.4}",
+            scores.len(),
+            m["tp"],
+            m["recall"],
+            m["tp"] + m["fp"],
+            m["precision"],
+            m["pr_auc"]
+        );
+    };
+    println!(
+        "{} v{version} (threshold {}) on ClickHouse {}.labelled_transactions",
+        target.model_name,
+        show_threshold(row.threshold),
+        target.clickhouse.database
+    );
+    line("all", &scores, &labels);
+    if let Some(focus) = &selection.focus {
+        let (fs, fl): (Vec<f64>, Vec<bool>) = ex
+            .focus
+            .iter()
+            .zip(scores.iter().zip(&labels))
+            .filter(|(f, _)| **f)
+            .map(|(_, (s, l))| (*s, *l))
+            .unzip();
+        line(&format!("focus ({focus})"), &fs, &fl);
+    }
+    Ok(())
+}
+
 /// `trainer show`: one version in detail.
 pub(crate) async fn show(target: &Target, version: i32) -> Result<()> {
     let history = registry::history(&target.clickhouse, &target.model_name).await?;

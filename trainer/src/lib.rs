@@ -66,6 +66,8 @@ pub struct Examples {
     /// Event time (ms) of the first and last row, when known (0 for CSV data).
     pub first_time: i64,
     pub last_time: i64,
+    /// Per row, whether it matches the selection's focus condition (empty without one).
+    pub focus: Vec<bool>,
 }
 
 impl Examples {
@@ -123,6 +125,8 @@ pub struct Selection {
     /// Label maturity: leave out transactions younger than this, counted back from the newest
     /// transaction's event time (zero: none left out).
     pub maturity: std::time::Duration,
+    /// A SQL condition on `labelled_transactions` marking rows of interest ([`Examples::focus`]).
+    pub focus: Option<String>,
 }
 
 /// The transactions younger than the label maturity: left out of training.
@@ -171,6 +175,7 @@ struct LabelledRow {
     oldbalance_dest: f64,
     newbalance_dest: f64,
     is_fraud: u8,
+    focus: u8,
 }
 
 /// Counts the labelled transactions in ClickHouse (what `watch` compares against its threshold).
@@ -201,11 +206,12 @@ pub async fn examples_from_clickhouse(
     // Newest `limit` rows, then back into time order (ties broken by Kafka position).
     let sql = format!(
         "SELECT event_time, event_ms, step, type, amount, name_orig, oldbalance_org, newbalance_orig, \
-         name_dest, oldbalance_dest, newbalance_dest, is_fraud FROM ( \
+         name_dest, oldbalance_dest, newbalance_dest, is_fraud, toUInt8({focus}) AS focus FROM ( \
            SELECT * FROM labelled_transactions WHERE {filter} \
            ORDER BY event_time DESC, event_ms DESC, kafka_partition DESC, kafka_offset DESC LIMIT {} \
          ) ORDER BY event_time, event_ms, kafka_partition, kafka_offset",
-        sel.limit.max(1)
+        sel.limit.max(1),
+        focus = sel.focus.as_deref().unwrap_or("0"),
     );
     let mut query = ch.client().query(&sql);
     for bound in [&sel.since, &sel.until].into_iter().flatten() {
@@ -241,6 +247,9 @@ pub async fn examples_from_clickhouse(
         };
         push_features(&view, account, &mut ex.rows);
         ex.labels.push(r.is_fraud as f32);
+        if sel.focus.is_some() {
+            ex.focus.push(r.focus == 1);
+        }
         position += 1;
     }
     Ok(ex)

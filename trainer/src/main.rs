@@ -199,6 +199,21 @@ enum Command {
         #[arg(long)]
         csv: PathBuf,
     },
+    /// Score an archived version on the labelled transactions in ClickHouse, as it would have
+    /// scored them live (a backtest: per-account history rebuilt in event order): PR-AUC, and
+    /// precision and recall at its threshold, overall and on the rows matching --focus.
+    Evaluate {
+        #[command(flatten)]
+        target: Target,
+        version: i32,
+        /// Newest labelled rows to score.
+        #[arg(long, default_value_t = 1_000_000)]
+        limit: u64,
+        /// Also report on the rows matching this SQL condition on labelled_transactions, e.g.
+        /// "type = 'TRANSFER' AND amount <= 20" (history is still built from every row).
+        #[arg(long)]
+        focus: Option<String>,
+    },
     /// Every archived version of the model, with its status and holdout metrics.
     List {
         #[command(flatten)]
@@ -230,6 +245,7 @@ impl Command {
             Command::Features { .. } => return None,
             Command::Bootstrap { target, .. }
             | Command::Import { target, .. }
+            | Command::Evaluate { target, .. }
             | Command::Train { target, .. }
             | Command::Watch { target, .. }
             | Command::List { target }
@@ -308,6 +324,7 @@ async fn main() -> Result<()> {
                 since: since.clone(),
                 until: until.clone(),
                 maturity: *label_maturity,
+                focus: None,
             };
             commands::train_from_clickhouse(target, training, selection).await
         }
@@ -336,6 +353,19 @@ async fn main() -> Result<()> {
             model,
             csv,
         } => commands::import(target, training, model, csv).await,
+        Command::Evaluate {
+            target,
+            version,
+            limit,
+            focus,
+        } => {
+            let selection = Selection {
+                limit: *limit,
+                focus: focus.clone(),
+                ..Selection::default()
+            };
+            commands::evaluate(target, *version, selection).await
+        }
         Command::List { target } => commands::list(target).await,
         Command::Show { target, version } => commands::show(target, *version).await,
         Command::Promote { target, version } => commands::promote(target, *version).await,
