@@ -9,7 +9,7 @@ use std::time::Instant;
 
 // As in the scorer: allocation costs are part of what this measures.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: fraudstream_common::alloc::MiMalloc = fraudstream_common::alloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

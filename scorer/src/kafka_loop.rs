@@ -6,7 +6,7 @@ use crate::models::ModelEvent;
 use crate::stage::{self, Batch, Output, RawRecord, Scored};
 use crate::txn::{AbortOnExit, ScorerContext, Txn, PRODUCER_DEFAULTS};
 use crate::{Engine, RunSummary, ScorerError};
-use fraudstream_common::kafka::{dead_letter_headers, send_retrying, BULK_FETCH};
+use fraudstream_common::kafka::{dead_letter_headers, send_retrying, with_sized, BULK_FETCH};
 use fraudstream_common::now_millis;
 use fraudstream_common::trace;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -142,7 +142,11 @@ impl Engine {
 
     /// The transactional producer and the group consumer whose rebalance callback commits it.
     fn connect(&self) -> Result<Connection, ScorerError> {
-        let mut config = self.cfg.kafka.client_config_with(PRODUCER_DEFAULTS)?;
+        let producer_sizes = self.cfg.memory.producer();
+        let mut config = self
+            .cfg
+            .kafka
+            .client_config_with(&with_sized(PRODUCER_DEFAULTS, &producer_sizes))?;
         config.set("transactional.id", self.cfg.transactional_id());
         let txn = Arc::new(Mutex::new(Txn::new(config)?));
         let fatal = Arc::new(Mutex::new(None));
@@ -150,7 +154,10 @@ impl Engine {
         let consumer: BaseConsumer<ScorerContext> = self
             .cfg
             .kafka
-            .client_config_with(&[CONSUMER_DEFAULTS, BULK_FETCH].concat())?
+            .client_config_with(&with_sized(
+                &[CONSUMER_DEFAULTS, BULK_FETCH].concat(),
+                &self.cfg.memory.consumer(self.cfg.max_batch),
+            ))?
             .set("group.id", &self.cfg.group)
             .create_with_context(ScorerContext {
                 txn: txn.clone(),

@@ -131,6 +131,8 @@ pub struct ScorerConfig {
     /// Most records scored in one batch.
     #[arg(long, env = "FRAUDSTREAM_MAX_BATCH", default_value_t = 10_000)]
     pub max_batch: usize,
+    #[command(flatten)]
+    pub memory: fraudstream_common::kafka::MemoryArgs,
     /// Records per partition re-read to rebuild per-account state after an assignment.
     #[arg(long, env = "FRAUDSTREAM_STATE_LOOKBACK", default_value_t = 200_000)]
     pub state_lookback: i64,

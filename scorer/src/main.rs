@@ -7,7 +7,7 @@ use scorer::{run, ScorerConfig};
 use std::sync::Arc;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: fraudstream_common::alloc::MiMalloc = fraudstream_common::alloc::MiMalloc;
 
 /// Scores every transaction with the LightGBM champion, exactly once, and raises alerts.
 ///
@@ -40,6 +40,7 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
+    fraudstream_common::alloc::commit_lazily();
     tokio::runtime::Runtime::new()?.block_on(run_scorer())
 }
 

@@ -23,7 +23,7 @@ pub mod bigquery;
 
 use fraudstream_common::clickhouse::ClickHouseArgs;
 use fraudstream_common::kafka::{
-    ensure_topics, lag_from_statistics, KafkaArgs, TopicSpec, BULK_FETCH,
+    ensure_topics, lag_from_statistics, with_sized, KafkaArgs, TopicSpec, BULK_FETCH,
 };
 use fraudstream_common::registry_wait::RegistryWait;
 use fraudstream_common::server::Health;
@@ -126,6 +126,8 @@ pub struct SinkConfig {
     /// Where undecodable records go, with the reason and their origin in headers.
     #[arg(long, env = "FRAUDSTREAM_SINK_DLQ_TOPIC", default_value = topics::PREDICTIONS_DLQ)]
     pub dlq_topic: String,
+    #[command(flatten)]
+    pub memory: fraudstream_common::kafka::MemoryArgs,
     /// Write a batch once it holds this many rows...
     #[arg(long, env = "FRAUDSTREAM_BATCH_ROWS", default_value_t = 200_000)]
     pub batch_rows: usize,
@@ -262,7 +264,10 @@ pub async fn run(
     .await?;
     let consumer: Arc<StreamConsumer<SinkContext>> = Arc::new(
         cfg.kafka
-            .client_config_with(&[CONSUMER_DEFAULTS, BULK_FETCH].concat())?
+            .client_config_with(&with_sized(
+                &[CONSUMER_DEFAULTS, BULK_FETCH].concat(),
+                &cfg.memory.consumer(10_000),
+            ))?
             .set("group.id", &cfg.group)
             .create_with_context(SinkContext {
                 metrics: metrics.clone(),

@@ -7,7 +7,7 @@ use sink::{run, SinkConfig};
 use std::sync::Arc;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: fraudstream_common::alloc::MiMalloc = fraudstream_common::alloc::MiMalloc;
 
 /// Lands transactions, predictions and labels in ClickHouse, exactly once as `FINAL` reads see it.
 ///
@@ -91,8 +91,12 @@ impl BigQueryArgs {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    fraudstream_common::alloc::commit_lazily();
+    tokio::runtime::Runtime::new()?.block_on(run_sink())
+}
+
+async fn run_sink() -> Result<()> {
     let cli = Cli::parse();
     let service = Service::start("sink", &cli.telemetry)?;
     fraudstream_common::check_connections(Some(&cli.sink.kafka), Some(&cli.sink.clickhouse))

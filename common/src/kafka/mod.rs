@@ -302,13 +302,19 @@ impl KafkaArgs {
                 ("isolation.level", "read_committed"),
                 // A range ends at a record boundary we know: do not sit in a 500 ms long poll.
                 ("fetch.wait.max.ms", "10"),
+                // It stays open between rebuilds: a bounded queue, refilled promptly (see
+                // `MemoryArgs`).
+                ("queued.max.messages.kbytes", "16384"),
+                ("fetch.queue.backoff.ms", "5"),
             ])?
             .create()?)
     }
 }
 
+mod memory;
 mod records;
 mod topics;
+pub use memory::*;
 pub use records::*;
 pub use topics::*;
 

@@ -63,16 +63,9 @@ pub fn read_partition_range(
     Ok(())
 }
 
-/// Consumer settings for services that read whole topics as fast as they can (scorer, sink):
-/// large fetches per partition, and a deep prefetch queue. librdkafka's queue
-/// (`queued.max.messages.kbytes`, 64 MiB by default) bounds the memory this costs; lower it with
-/// `-X queued.max.messages.kbytes=...` on a small machine.
-pub const BULK_FETCH: &[(&str, &str)] = &[
-    ("fetch.max.bytes", "67108864"),
-    ("max.partition.fetch.bytes", "8388608"),
-    ("queued.min.messages", "1000000"),
-    LAG_STATS,
-];
+/// Consumer settings for services that read whole topics as fast as they can (scorer, sink),
+/// besides the queue sizes of [`super::MemoryArgs::consumer`].
+pub const BULK_FETCH: &[(&str, &str)] = &[LAG_STATS];
 
 /// librdkafka statistics every 5 s, for [`lag_from_statistics`]. Part of [`BULK_FETCH`].
 pub const LAG_STATS: (&str, &str) = ("statistics.interval.ms", "5000");
