@@ -105,6 +105,7 @@ impl Engine {
         c.consumer.subscribe(&[&self.cfg.input_topic])?;
         self.health.set_ready(format!("scoring with {model}"));
         let mut first_record: Option<Instant> = None;
+        let mut last_poll_full = false;
         let stop_after = self.cfg.stop_after.unwrap_or(u64::MAX);
         loop {
             let in_flight_records: u64 = pipeline
@@ -121,10 +122,16 @@ impl Engine {
             if stopping && pipeline.in_flight.is_empty() {
                 break;
             }
-            if !stopping && self.poll_into(&c, pipeline, summary)? {
-                first_record.get_or_insert_with(Instant::now);
+            // Caught up: everything polled is sent, and the last poll took all there was.
+            let caught_up = pipeline.in_flight.is_empty() && !last_poll_full;
+            self.commit_if_due(&c.txn, &c.consumer, &c.generation, caught_up)?;
+            if !stopping {
+                let polled = self.poll_into(&c, pipeline, summary)?;
+                if polled > 0 {
+                    first_record.get_or_insert_with(Instant::now);
+                }
+                last_poll_full = polled >= self.cfg.max_batch;
             }
-            self.commit_if_due(&c.txn, &c.consumer, &c.generation)?;
         }
         // Clean shutdown: commit what was sent, leave the group.
         let rewind =
@@ -219,10 +226,18 @@ impl Engine {
         c: &Connection,
         pipeline: &mut Pipeline,
         summary: &mut RunSummary,
-    ) -> Result<bool, ScorerError> {
-        // With a batch being scored, take what is there; otherwise wait a little for it.
+    ) -> Result<usize, ScorerError> {
+        // With a batch being scored, take what is there; otherwise wait a little for it, but not
+        // past the moment the open transaction may commit.
         let timeout = if pipeline.in_flight.is_empty() {
-            Duration::from_millis(50)
+            let t = c.txn.lock().unwrap();
+            match t.open {
+                true => self
+                    .cfg
+                    .min_commit_interval
+                    .saturating_sub(t.opened_at.elapsed()),
+                false => Duration::from_millis(50),
+            }
         } else {
             Duration::ZERO
         };
@@ -240,8 +255,9 @@ impl Engine {
                     Err(RecvTimeoutError::Disconnected) => return Err(stage_stopped()),
                 }
             }
-            return Ok(false);
+            return Ok(0);
         }
+        let polled = batch.records.len();
         if self.cfg.passthrough {
             self.forward(&c.txn, &batch, summary)?;
             pipeline.spare.push(batch);
@@ -250,18 +266,25 @@ impl Engine {
             pipeline.in_flight.push_back(batch.clone());
             pipeline.batches.send(batch).map_err(|_| stage_stopped())?;
         }
-        Ok(true)
+        Ok(polled)
     }
 
-    /// Commits the open transaction once it is `commit_interval` old.
+    /// Commits the open transaction once it is `commit_interval` old, or, when the loop has
+    /// `caught_up` with its input, once it is `min_commit_interval` old: light traffic waits no
+    /// longer than it must, a full stream still commits rarely (each commit is a broker round
+    /// trip that holds the loop).
     fn commit_if_due(
         &self,
         txn: &Mutex<Txn>,
         consumer: &BaseConsumer<ScorerContext>,
         generation: &AtomicU64,
+        caught_up: bool,
     ) -> Result<(), ScorerError> {
         let mut t = txn.lock().unwrap();
-        if !(t.open && t.opened_at.elapsed() >= self.cfg.commit_interval) {
+        let age = t.opened_at.elapsed();
+        let due =
+            age >= self.cfg.commit_interval || (caught_up && age >= self.cfg.min_commit_interval);
+        if !(t.open && due) {
             return Ok(());
         }
         let rewind = t.commit(&self.cfg.input_topic, consumer, &self.metrics)?;
@@ -289,7 +312,9 @@ impl Engine {
         loop {
             match pipeline.scored.recv_timeout(tick) {
                 Ok(result) => return Ok(result),
-                Err(RecvTimeoutError::Timeout) => self.commit_if_due(txn, consumer, generation)?,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.commit_if_due(txn, consumer, generation, false)?
+                }
                 Err(RecvTimeoutError::Disconnected) => return Err(stage_stopped()),
             }
         }

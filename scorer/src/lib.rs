@@ -124,10 +124,16 @@ pub struct ScorerConfig {
         default_value_t = 0.5
     )]
     pub bootstrap_threshold: f64,
-    /// How long a Kafka transaction stays open (ms): lower = less latency, higher = more throughput.
+    /// Longest a Kafka transaction stays open (ms), under full load: higher = more throughput.
     #[arg(long = "commit-interval-ms", value_name = "COMMIT_INTERVAL_MS", env = "FRAUDSTREAM_COMMIT_INTERVAL_MS", default_value = "100",
           value_parser = fraudstream_common::args::millis)]
     pub commit_interval: Duration,
+    /// Once the scorer has caught up with its input, it commits when the transaction is this old
+    /// (ms): light traffic is readable downstream within a few ms, a busy stream still commits
+    /// every --commit-interval-ms.
+    #[arg(long = "min-commit-interval-ms", value_name = "MIN_COMMIT_INTERVAL_MS", env = "FRAUDSTREAM_MIN_COMMIT_INTERVAL_MS", default_value = "5",
+          value_parser = fraudstream_common::args::millis)]
+    pub min_commit_interval: Duration,
     /// Most records scored in one batch.
     #[arg(long, env = "FRAUDSTREAM_MAX_BATCH", default_value_t = 10_000)]
     pub max_batch: usize,
