@@ -29,9 +29,12 @@ trap cleanup EXIT
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 rate_of() { grep -Eo '\(([0-9]+) (rows|tx)/s\)' | grep -Eo '[0-9]+' | head -1; }
-# peak_rss_mb CMD...: runs CMD, prints its output, and its peak RSS (MiB) to $WORK/rss.
-peak_rss() { /usr/bin/time -f '%M' -o "$WORK/rss" "$@"; }
-rss_mb() { echo $(( $(tail -1 "$WORK/rss") / 1024 )); }
+# peak_rss CMD...: runs CMD, prints its output; its peak RSS (KiB) and user + system CPU seconds
+# go to $WORK/rss.
+peak_rss() { /usr/bin/time -f '%M %U %S' -o "$WORK/rss" "$@"; }
+rss_mb() { echo $(( $(tail -1 "$WORK/rss" | cut -d' ' -f1) / 1024 )); }
+# cpu_us N: the last run's user + system CPU per record, in µs, over N records.
+cpu_us() { tail -1 "$WORK/rss" | awk -v n="$1" '{printf "%.2f", ($2 + $3) * 1e6 / n}'; }
 log() { echo "  $*" >&2; }
 
 echo "bench: $RUNS runs each, $ROWS simulated rows ($PROFILE profile), $(nproc) cores" >&2
@@ -80,19 +83,51 @@ scorer_run() { # $1 = run tag, rest = extra flags; the models topic is $MT (defa
     --metrics-addr 127.0.0.1:0 --stop-after "$STREAM_ROWS" --commit-interval-ms 100 "$@" 2>/dev/null | rate_of
 }
 sc=(); pt=(); ratio=(); rss=(); sk=(); sk_rss=(); small=(); small_ratio=(); lg=(); lg_ratio=()
+cpu=(); pt_cpu=(); pt_rss=(); big=(); big_rss=()
 # The scorer/passthrough ratio moves most from run to run on a shared machine: $PAIRS pairs, each
 # side by side, with nothing else (such as ClickHouse merging the sink's inserts) in between.
 PAIRS="${PAIRS:-5}"
 for i in $(seq 1 "$PAIRS"); do
-  sc+=("$(scorer_run "score$i")"); rss+=("$(rss_mb)")
-  pt+=("$(scorer_run "pass$i" --passthrough)")
+  sc+=("$(scorer_run "score$i")"); rss+=("$(rss_mb)"); cpu+=("$(cpu_us "$STREAM_ROWS")")
+  pt+=("$(scorer_run "pass$i" --passthrough)"); pt_rss+=("$(rss_mb)"); pt_cpu+=("$(cpu_us "$STREAM_ROWS")")
+  # librdkafka's queues as large as before --memory-budget-mib existed (64 MiB each way).
+  big+=("$(scorer_run "big$i" --memory-budget-mib 256)"); big_rss+=("$(rss_mb)")
   ratio+=("$(awk -v a="${sc[-1]}" -v b="${pt[-1]}" 'BEGIN {printf "%.2f", a / b}')")
   small+=("$(MT="$SMALL_MODELS" scorer_run "small$i")")
   small_ratio+=("$(awk -v a="${small[-1]}" -v b="${pt[-1]}" 'BEGIN {printf "%.2f", a / b}')")
   # The same model scored by LightGBM's own predict and SHAP instead of the native evaluation.
   lg+=("$(scorer_run "lgbm$i" --lightgbm-predict)")
   lg_ratio+=("$(awk -v a="${lg[-1]}" -v b="${pt[-1]}" 'BEGIN {printf "%.2f", a / b}')")
-  log "scorer run $i: ${sc[-1]} tx/s, passthrough ${pt[-1]} tx/s, ratio ${ratio[-1]}, scorer peak RSS ${rss[-1]} MiB; compact model ${small[-1]} tx/s, ratio ${small_ratio[-1]}; LightGBM's predict ${lg[-1]} tx/s"
+  log "scorer run $i: ${sc[-1]} tx/s, passthrough ${pt[-1]} tx/s, ratio ${ratio[-1]}, scorer peak RSS ${rss[-1]} MiB (budget 256: ${big_rss[-1]} MiB, ${big[-1]} tx/s); compact model ${small[-1]} tx/s, ratio ${small_ratio[-1]}; LightGBM's predict ${lg[-1]} tx/s"
+done
+
+# Cold start: a scorer joining a group whose partitions hold 1M records each rebuilds the account
+# state of each (--state-lookback records back) before scoring. Measured from the process start
+# to its exit after committing its first batch (--stop-after 1): an upper bound of start → first
+# committed prediction.
+COLD="bench-cold-$ID"
+deploy/local/kafka-topics.sh --create --topic "$COLD-tx" --partitions 6 >/dev/null 2>&1 || true
+"$BIN/producer" publish -i "$WORK/stream.csv" --transactions-topic "$COLD-tx" --labels-topic "$COLD-labels" \
+  --label-delay 0 --loop --limit 6000000 >/dev/null 2>&1
+# The group's offsets at the end of those 6M (passthrough commits them like the scorer), then more.
+"$BIN/scorer" --passthrough --instance-id "$COLD-p" --group "$COLD-g" --transactions-topic "$COLD-tx" \
+  --predictions-topic "$COLD-pass" --alerts-topic "$COLD-alerts" --dlq-topic "$COLD-dlq" --models-topic "$MODELS" \
+  --metrics-addr 127.0.0.1:0 --stop-after 6000000 >/dev/null 2>&1
+"$BIN/producer" publish -i "$WORK/stream.csv" --transactions-topic "$COLD-tx" --labels-topic "$COLD-labels" \
+  --label-delay 0 --limit 60000 --id-prefix cold >/dev/null 2>&1
+cold=(); rebuild=()
+for i in $(seq 1 "$RUNS"); do
+  t0=$(date +%s%N)
+  RUST_LOG=info,rdkafka=warn "$BIN/scorer" --instance-id "$COLD-$i" --group "$COLD-g" --transactions-topic "$COLD-tx" \
+    --predictions-topic "$COLD-out" --alerts-topic "$COLD-alerts" --dlq-topic "$COLD-dlq" --models-topic "$MODELS" \
+    --metrics-addr 127.0.0.1:0 --stop-after 1 --log-format json >"$WORK/cold.log" 2>&1
+  cold+=("$(( ($(date +%s%N) - t0) / 1000000 ))")
+  # Records per second of the state rebuild, over the partitions this run rebuilt.
+  rebuild+=("$(grep '"account state rebuilt"' "$WORK/cold.log" | python3 -c '
+import json, sys
+rows = [json.loads(l)["fields"] for l in sys.stdin]
+print(round(sum(r["records"] for r in rows) / max(sum(r["ms"] for r in rows), 1) * 1000) if rows else 0)')")
+  log "cold start run $i: ${cold[-1]} ms to the first committed batch and exit; state rebuilt at ${rebuild[-1]} records/s"
 done
 for i in $(seq 1 "$RUNS"); do
   # The sink lands a scorer run's predictions (offsets committed after each insert, as in production).
@@ -161,12 +196,17 @@ mkdir -p bench/results
   echo "| scorer (LightGBM's predict) / passthrough, per run | $(printf '%s\n' "${lg_ratio[@]}" | median) | ${lg_ratio[*]} | |"
   echo "| scorer with a compact model ($SMALL_ROUNDS trees, same data, holdout PR-AUC $small_auc) | $(printf '%s\n' "${small[@]}" | median) tx/s | ${small[*]} | |"
   echo "| scorer (compact model) / passthrough, per run | $(printf '%s\n' "${small_ratio[@]}" | median) | ${small_ratio[*]} | |"
-  echo "| scorer peak RSS | $(printf '%s\n' "${rss[@]}" | median) MiB | ${rss[*]} | |"
+  echo "| scorer peak RSS (default --memory-budget-mib 16) | $(printf '%s\n' "${rss[@]}" | median) MiB | ${rss[*]} | ≤ 96 MiB |"
+  echo "| scorer with --memory-budget-mib 256 (64 MiB prefetch and producer queues, as librdkafka's defaults give): tx/s, peak RSS | $(printf '%s\n' "${big[@]}" | median) tx/s, $(printf '%s\n' "${big_rss[@]}" | median) MiB | ${big[*]}; ${big_rss[*]} | |"
+  echo "| passthrough peak RSS | $(printf '%s\n' "${pt_rss[@]}" | median) MiB | ${pt_rss[*]} | |"
+  echo "| scorer process CPU per transaction (user + system / transactions), passthrough's | $(printf '%s\n' "${cpu[@]}" | median) µs, $(printf '%s\n' "${pt_cpu[@]}" | median) µs | ${cpu[*]}; ${pt_cpu[*]} | |"
+  echo "| scorer cold start: process start → first committed batch and exit (6 partitions of 1M records, state rebuilt from 200k each) | $(printf '%s\n' "${cold[@]}" | median) ms | ${cold[*]} | ≤ 2000 ms |"
+  echo "| account state rebuild (records re-read per second) | $(printf '%s\n' "${rebuild[@]}" | median) | ${rebuild[*]} | |"
   echo "| baseline: prototype design (FastAPI, 1 HTTP request per tx, same LightGBM model, 2 uvicorn workers, wrk 32 conns) | $(printf '%s\n' "${bl[@]}" | median) tx/s | ${bl[*]} | |"
   echo "| baseline latency under full load, p50 / p99 | $(printf '%s\n' "${bl50[@]}" | median) / $(printf '%s\n' "${bl99[@]}" | median) ms | | |"
   echo "| scorer (exactly-once, Kafka) / baseline throughput, per run | $(printf '%s\n' "${blratio[@]}" | median)x | ${blratio[*]} | |"
   echo "| sink into ClickHouse ($STREAM_ROWS predictions, batches of 200k, offsets after insert) | $(printf '%s\n' "${sk[@]}" | median) rows/s | ${sk[*]} | ≥ 200,000 |"
-  echo "| sink peak RSS | $(printf '%s\n' "${sk_rss[@]}" | median) MiB | ${sk_rss[*]} | |"
+  echo "| sink peak RSS (≤ 96 MiB is the goal) | $(printf '%s\n' "${sk_rss[@]}" | median) MiB | ${sk_rss[*]} | |"
   for rate in 5000 20000; do
     echo "| end-to-end latency at $rate tx/s, steady state (event → committed prediction readable; 10 s run, first 2 s excluded), p50 / p95 / p99 | ${lat50[$rate]} / ${lat95[$rate]} / ${lat99[$rate]} ms | | p99 ≤ 250 ms at 20k |"
   done
