@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 /// what is there, so the pipeline rarely holds more than one batch and latency does not grow.
 const PIPELINE_DEPTH: usize = 4;
 
+/// How long the consumer stays in the group, not polling, while the stage loads the model.
+const JOIN_EARLY_WAIT: Duration = Duration::from_secs(2);
+
 const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.auto.commit", "false"),
     ("isolation.level", "read_committed"),
@@ -63,22 +66,29 @@ impl Engine {
                 )
             })
             .map_err(ScorerError::Thread)?;
-        let result = match ready.recv() {
-            Ok(Ok(model)) => {
-                let mut pipeline = Pipeline {
-                    batches,
-                    scored,
-                    recycle,
-                    in_flight: VecDeque::new(),
-                    spare: Vec::new(),
-                };
-                let result = self.run_kafka(&model, &mut pipeline, &mut summary);
-                drop(pipeline); // the stage ends when its input closes
-                result
-            }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Ok(()), // stopped before a champion was known
-        };
+        let result = (|| {
+            // Joining the group takes broker round trips (~0.5 s here): started while the stage
+            // loads the model, not after.
+            let c = self.connect()?;
+            c.consumer.subscribe(&[&self.cfg.input_topic])?;
+            let Some(model) = self.await_model(&c, &ready)? else {
+                return Ok(()); // stopped before a champion was known
+            };
+            let mut pipeline = Pipeline {
+                batches,
+                scored,
+                recycle,
+                in_flight: VecDeque::new(),
+                spare: Vec::new(),
+            };
+            let result = self.run_kafka(c, &model, &mut pipeline, &mut summary);
+            drop(pipeline); // the stage ends when its input closes
+            result
+        })();
+        if result.is_err() {
+            // A stage still waiting for a champion ends on stop, not on a closed channel.
+            self.stop.store(true, Ordering::Relaxed);
+        }
         let _ = stage.join();
         result?;
         // Also ends the model watcher when we stop on our own (--stop-after).
@@ -97,12 +107,11 @@ impl Engine {
     /// from the committed offsets.
     fn run_kafka(
         &self,
+        c: Connection,
         model: &str,
         pipeline: &mut Pipeline,
         summary: &mut RunSummary,
     ) -> Result<(), ScorerError> {
-        let c = self.connect()?;
-        c.consumer.subscribe(&[&self.cfg.input_topic])?;
         self.health.set_ready(format!("scoring with {model}"));
         let mut first_record: Option<Instant> = None;
         let mut last_poll_full = false;
@@ -267,6 +276,29 @@ impl Engine {
             pipeline.batches.send(batch).map_err(|_| stage_stopped())?;
         }
         Ok(polled)
+    }
+
+    /// The champion's name once the stage has loaded it (None: stopped first). A subscribed
+    /// consumer that does not poll still holds the partitions the group gives it: when the model
+    /// takes longer than [`JOIN_EARLY_WAIT`] (no champion yet, say), it leaves the group until
+    /// the model is there, so other instances keep scoring them.
+    fn await_model(
+        &self,
+        c: &Connection,
+        ready: &Receiver<Result<String, ScorerError>>,
+    ) -> Result<Option<String>, ScorerError> {
+        match ready.recv_timeout(JOIN_EARLY_WAIT) {
+            Ok(loaded) => return loaded.map(Some),
+            Err(RecvTimeoutError::Disconnected) => return Ok(None),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        c.consumer.unsubscribe();
+        let Ok(loaded) = ready.recv() else {
+            return Ok(None);
+        };
+        let model = loaded?;
+        c.consumer.subscribe(&[&self.cfg.input_topic])?;
+        Ok(Some(model))
     }
 
     /// Commits the open transaction once it is `commit_interval` old, or, when the loop has
