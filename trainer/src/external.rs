@@ -1,7 +1,7 @@
 //! Models trained elsewhere: the feature matrix out (to train on in Python, say), a LightGBM model
 //! text in (evaluated and gated exactly like one trained here).
 
-use crate::{baseline, evaluate, holdout_range, Examples, ThresholdRule, Trained, TrainerError};
+use crate::{assess, holdout_range, Examples, ThresholdRule, Trained, TrainerError};
 use fraudstream_common::features::{FEATURE_NAMES, N_FEATURES};
 use fraudstream_common::model::{bootstrap_record, LoadedModel};
 use fraudstream_common::model_text::declared_names;
@@ -47,30 +47,15 @@ pub fn evaluate_text(
     })?;
     let holdout = holdout_range(ex.len());
     let (rows, labels) = ex.slice(holdout.start, holdout.end);
-    let scores = model.predict(rows)?;
-    let labels: Vec<bool> = labels.iter().map(|l| *l > 0.5).collect();
-    if !labels.iter().any(|l| *l) {
+    if !labels.iter().any(|l| *l > 0.5) {
         return Err(TrainerError::Data(format!(
             "the holdout ({} rows) has no fraud to evaluate on",
             labels.len()
         )));
     }
-    let threshold = rule.choose(&scores, &labels);
-    let mut metrics = evaluate(&scores, &labels, threshold);
-    metrics.insert("rounds".into(), text.matches("\nTree=").count() as f64);
-    metrics.insert("holdout_rows".into(), holdout.len() as f64);
-    let train_rows = 0..ex.len() * 8 / 10;
-    let reference = crate::drift::references(ex, train_rows.clone(), &scores);
-    let base = baseline::one_feature_rule(ex, train_rows, holdout);
-    metrics.insert("baseline_pr_auc".into(), base.pr_auc);
-    Ok(Trained {
-        model_text: text,
-        threshold,
-        metrics,
-        holdout_scores: scores,
-        holdout_labels: labels,
-        importance: Vec::new(),
-        baseline: Some(base),
-        reference,
-    })
+    let scores = model.predict(rows)?;
+    let rounds = text.matches("\nTree=").count() as f64;
+    let mut trained = assess(ex, text, scores, rule, 0..ex.len() * 8 / 10, holdout);
+    trained.metrics.insert("rounds".into(), rounds);
+    Ok(trained)
 }

@@ -402,35 +402,64 @@ pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
     bar.set_message(format!("{}, kept {rounds} rounds", bar.message()));
     bar.finish();
     let booster = lightgbm3::Booster::from_string(&text)?;
-    let (hx, hy) = ex.slice(valid_end, n);
+    let (hx, _) = ex.slice(valid_end, n);
     let scores = booster.predict_with_params(
         hx,
         N_FEATURES as i32,
         true,
         &format!("num_threads={}", p.threads),
     )?;
-    let labels: Vec<bool> = hy.iter().map(|y| *y > 0.5).collect();
-    let threshold = p.threshold_rule.choose(&scores, &labels);
-    let mut metrics = evaluate(&scores, &labels, threshold);
-    metrics.insert("rounds".into(), booster.num_iterations() as f64);
-    metrics.insert("train_rows".into(), train_end as f64);
-    metrics.insert("holdout_rows".into(), (n - valid_end) as f64);
-    let baseline = baseline::one_feature_rule(ex, 0..train_end, valid_end..n);
-    metrics.insert("baseline_pr_auc".into(), baseline.pr_auc);
+    let mut trained = assess(
+        ex,
+        text,
+        scores,
+        p.threshold_rule,
+        0..train_end,
+        valid_end..n,
+    );
+    trained
+        .metrics
+        .insert("rounds".into(), booster.num_iterations() as f64);
+    trained
+        .metrics
+        .insert("train_rows".into(), train_end as f64);
     let gains = booster.feature_importance(lightgbm3::ImportanceType::Gain)?;
-    let mut importance: Vec<(String, f64)> = feature_names().into_iter().zip(gains).collect();
-    importance.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let reference = drift::references(ex, 0..train_end, &scores);
-    Ok(Trained {
-        model_text: text,
+    trained.importance = feature_names().into_iter().zip(gains).collect();
+    trained.importance.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(trained)
+}
+
+/// A model judged by its `scores` on the `holdout` rows of `ex`: the alert threshold by `rule`,
+/// the metrics, the best one-feature rule on the same rows and the drift reference of the `train`
+/// rows. Shared by the models trained here and the imported ones.
+pub fn assess(
+    ex: &Examples,
+    model_text: String,
+    scores: Vec<f64>,
+    rule: ThresholdRule,
+    train: std::ops::Range<usize>,
+    holdout: std::ops::Range<usize>,
+) -> Trained {
+    let labels: Vec<bool> = ex.labels[holdout.clone()]
+        .iter()
+        .map(|y| *y > 0.5)
+        .collect();
+    let threshold = rule.choose(&scores, &labels);
+    let mut metrics = evaluate(&scores, &labels, threshold);
+    metrics.insert("holdout_rows".into(), holdout.len() as f64);
+    let baseline = baseline::one_feature_rule(ex, train.clone(), holdout);
+    metrics.insert("baseline_pr_auc".into(), baseline.pr_auc);
+    let reference = drift::references(ex, train, &scores);
+    Trained {
+        model_text,
         threshold,
         metrics,
         holdout_scores: scores,
         holdout_labels: labels,
-        importance,
+        importance: Vec::new(),
         baseline: Some(baseline),
         reference,
-    })
+    }
 }
 
 /// Area under the precision-recall curve (average precision) and ROC AUC.
