@@ -1,7 +1,7 @@
 //! Models trained elsewhere: the feature matrix out (to train on in Python, say), a LightGBM model
 //! text in (evaluated and gated exactly like one trained here).
 
-use crate::{assess, holdout_range, Examples, ThresholdRule, Trained, TrainerError};
+use crate::{assess, holdout_range, train_range, Examples, ThresholdRule, Trained, TrainerError};
 use fraudstream_common::features::{FEATURE_NAMES, N_FEATURES};
 use fraudstream_common::model::{bootstrap_record, LoadedModel};
 use fraudstream_common::model_text::declared_names;
@@ -55,7 +55,7 @@ pub fn evaluate_text(
     }
     let scores = model.predict(rows)?;
     let rounds = text.matches("\nTree=").count() as f64;
-    let mut trained = assess(ex, text, scores, rule, 0..ex.len() * 8 / 10, holdout);
+    let mut trained = assess(ex, text, scores, rule, train_range(ex.len()), holdout);
     trained.metrics.insert("rounds".into(), rounds);
     Ok(trained)
 }

@@ -337,8 +337,11 @@ pub struct Trained {
     pub importance: Vec<(String, f64)>,
     /// The best one-feature rule on the same holdout (see [`baseline`]).
     pub baseline: Option<baseline::Baseline>,
-    /// What it was trained on, for drift monitoring (see [`drift`]).
-    pub reference: Vec<drift::Reference>,
+}
+
+/// The training rows of `n` examples: the first 80% in time.
+pub fn train_range(n: usize) -> std::ops::Range<usize> {
+    0..n * 8 / 10
 }
 
 /// The holdout rows of `n` examples: the last 10% in time.
@@ -349,7 +352,7 @@ pub fn holdout_range(n: usize) -> std::ops::Range<usize> {
 /// Trains on the first 80% (in time), stops early on the next 10%, evaluates on the last 10%.
 pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
     let n = ex.len();
-    let (train_end, valid_end) = (n * 8 / 10, n * 9 / 10);
+    let (train_end, valid_end) = (train_range(n).end, holdout_range(n).start);
     let positives = |l: &[f32]| l.iter().filter(|x| **x > 0.5).count();
     if n < 1000
         || positives(&ex.labels[..train_end]) == 0
@@ -430,8 +433,7 @@ pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
 }
 
 /// A model judged by its `scores` on the `holdout` rows of `ex`: the alert threshold by `rule`,
-/// the metrics, the best one-feature rule on the same rows and the drift reference of the `train`
-/// rows. Shared by the models trained here and the imported ones.
+/// the metrics and the best one-feature rule (chosen on the `train` rows) on the same rows. Shared by the models trained here and the imported ones.
 pub fn assess(
     ex: &Examples,
     model_text: String,
@@ -447,9 +449,8 @@ pub fn assess(
     let threshold = rule.choose(&scores, &labels);
     let mut metrics = evaluate(&scores, &labels, threshold);
     metrics.insert("holdout_rows".into(), holdout.len() as f64);
-    let baseline = baseline::one_feature_rule(ex, train.clone(), holdout);
+    let baseline = baseline::one_feature_rule(ex, train, holdout);
     metrics.insert("baseline_pr_auc".into(), baseline.pr_auc);
-    let reference = drift::references(ex, train, &scores);
     Trained {
         model_text,
         threshold,
@@ -458,7 +459,6 @@ pub fn assess(
         holdout_labels: labels,
         importance: Vec::new(),
         baseline: Some(baseline),
-        reference,
     }
 }
 
@@ -633,7 +633,11 @@ impl Publisher {
         registry::send_record(&self.kafka, &self.models_topic, &record).await?;
         if let Some(ch) = &self.clickhouse {
             registry::archive(ch, &record, "published").await?;
-            drift::archive(ch, &record.model_name, version, &trained.reference).await?;
+            // Sorting every training row's features costs seconds on millions of rows: done only
+            // for a version that is archived. Trained models and imports both train on the first
+            // 80% and are judged on the last 10%.
+            let reference = drift::references(ex, train_range(ex.len()), &trained.holdout_scores);
+            drift::archive(ch, &record.model_name, version, &reference).await?;
         }
         Ok(Outcome {
             decision,

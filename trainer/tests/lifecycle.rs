@@ -29,6 +29,16 @@ fn simulate(dir: &Path, rows: u64) -> std::path::PathBuf {
     path
 }
 
+/// Every row of a CSV, in file order.
+fn csv_rows(csv: &Path) -> Vec<paysim::PaySimRow> {
+    let mut reader = CsvReader::open(csv).unwrap();
+    let mut rows = Vec::new();
+    while let Some((_, row)) = reader.next_row().unwrap() {
+        rows.push(row.unwrap());
+    }
+    rows
+}
+
 /// Lands the CSV rows `from..to` in ClickHouse as the sink would: transactions and labels.
 async fn land(ch: &ClickHouseArgs, csv: &Path, from: u64, to: u64) {
     land_with(ch, csv, from, to, |_, _| true).await
@@ -351,22 +361,14 @@ async fn label_maturity_leaves_out_transactions_whose_labels_are_still_on_the_wa
     let last = all.last_step;
     // The window: at least a day, and long enough to hold the last 5 frauds (the simulated
     // month ends quietly). Event time is step hours: younger than it is a step after last - window.
-    let mut fraud_steps: Vec<i32> = Vec::new();
-    let mut reader = CsvReader::open(&csv).unwrap();
-    while let Some((_, row)) = reader.next_row().unwrap() {
-        let r = row.unwrap();
-        if r.is_fraud {
-            fraud_steps.push(r.step);
-        }
-    }
+    let rows = csv_rows(&csv);
+    let fraud_steps: Vec<i32> = rows.iter().filter(|r| r.is_fraud).map(|r| r.step).collect();
     let window = (last - fraud_steps[fraud_steps.len() - 5] + 1).max(24);
     let maturity = Duration::from_secs(window as u64 * 3600);
     let young = |step: i32| step > last - window;
     land_with(&ch, &csv, 0, 40_000, |step, fraud| !young(step) || fraud).await;
-    let mut reader = CsvReader::open(&csv).unwrap();
     let (mut mature, mut mature_frauds, mut young_rows, mut young_frauds) = (0, 0, 0, 0);
-    while let Some((_, row)) = reader.next_row().unwrap() {
-        let r = row.unwrap();
+    for r in &rows {
         match (young(r.step), r.is_fraud) {
             (false, f) => (mature, mature_frauds) = (mature + 1, mature_frauds + f as usize),
             (true, f) => (young_rows, young_frauds) = (young_rows + 1, young_frauds + f as u64),
@@ -466,11 +468,7 @@ async fn feature_drift_flags_the_feature_that_moved_and_only_it() {
     trainer::drift::archive(&ch, "paysim", 1, &references)
         .await
         .unwrap();
-    let mut rows = Vec::new();
-    let mut reader = CsvReader::open(&csv).unwrap();
-    while let Some((_, row)) = reader.next_row().unwrap() {
-        rows.push(row.unwrap());
-    }
+    let rows = csv_rows(&csv);
     let psi = |ch: ClickHouseArgs| async move {
         ch.client()
             .query("SELECT feature, psi FROM feature_drift ORDER BY feature")
