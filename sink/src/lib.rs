@@ -14,8 +14,10 @@
 
 pub mod metrics;
 pub mod rows;
+mod stream;
 mod writer;
 
+use stream::Decoded;
 use writer::{Batch, DeadLetter, Target, Writer};
 
 #[cfg(feature = "bigquery")]
@@ -36,7 +38,6 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::FutureProducer;
 use rdkafka::Message;
-use rows::{LabelRow, PredictionRow, TransactionRow};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -146,7 +147,7 @@ pub struct SinkConfig {
     /// Partitions of the topics the sink creates if they are missing (inputs and DLQ).
     #[arg(long, env = "FRAUDSTREAM_PARTITIONS", default_value_t = 6)]
     pub partitions: i32,
-    /// Stop cleanly once this many rows were committed (benchmarks).
+    /// Stop cleanly once this many rows were read, after writing and committing them (benchmarks).
     #[arg(long, hide = true)]
     pub stop_after: Option<u64>,
     /// Where the rows go. Each destination is its own consumer group with its own offsets.
@@ -222,10 +223,14 @@ struct Sink {
     inflight: Option<JoinHandle<Result<u64, SinkError>>>,
     summary: SinkSummary,
     first_record: Option<Instant>,
+    /// Rows decoded since the start, written or not (for `stop_after`).
+    rows_read: u64,
+    /// `records_in` per topic, looked up once (a label lookup hashes the name).
+    records_in: Vec<(String, prometheus::IntCounter)>,
 }
 
 /// Applies the ClickHouse migrations, then consumes until `stop` turns true (flushing and
-/// committing what was read) or `stop_after` rows were committed.
+/// committing what was read) or `stop_after` rows were read (then written and committed).
 pub async fn run(
     cfg: SinkConfig,
     metrics: Arc<SinkMetrics>,
@@ -278,8 +283,10 @@ pub async fn run(
         .kafka
         .client_config_with(&[("enable.idempotence", "true"), ("linger.ms", "5")])?
         .create()?;
+    let codec = Arc::new(cfg.kafka.codec()?);
     let writer = Arc::new(Writer {
         target,
+        codec: codec.clone(),
         consumer: consumer.clone(),
         dlq,
         metrics: metrics.clone(),
@@ -289,16 +296,18 @@ pub async fn run(
     });
     health.set_ready("consuming");
     let mut sink = Sink {
-        codec: Arc::new(cfg.kafka.codec()?),
+        batch: writer.new_batch(),
+        codec,
         registry: RegistryWait::new(metrics.registry_up.clone(), health, cfg.max_backoff),
         cfg,
         consumer,
         writer,
         metrics,
-        batch: Batch::default(),
         inflight: None,
         summary: SinkSummary::default(),
         first_record: None,
+        rows_read: 0,
+        records_in: Vec::new(),
     };
     sink.consume(stop).await
 }
@@ -355,6 +364,11 @@ impl Sink {
                     if self.batch.rows() >= self.cfg.batch_rows || self.batch.bytes >= self.cfg.batch_bytes {
                         self.hand_over().await?;
                     }
+                    // A bench's finite stream: write the tail now rather than when it is
+                    // `batch_age` old, as no more rows will come.
+                    if self.rows_read >= stop_after {
+                        break;
+                    }
                 }
                 _ = tick.tick() => {
                     if self.batch.started.is_some_and(|s| s.elapsed() >= self.cfg.batch_age) {
@@ -400,28 +414,24 @@ impl Sink {
         if matches!(decoded, Err(ref r) if r == STOPPED) {
             return;
         }
+        self.records_in(topic).inc();
         let b = &mut self.batch;
         b.started.get_or_insert_with(Instant::now);
-        b.first
-            .entry((m.topic().to_string(), m.partition()))
-            .or_insert(m.offset());
-        b.offsets
-            .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+        b.extend_range(topic, m.partition(), m.offset());
         b.bytes += payload.len();
         if trace::exporting() {
             if let Some(tp) = trace::from_headers(m.headers()) {
                 b.traced.push((topic.to_string(), tp));
             }
         }
-        let result = decoded.map(|d| match d {
-            Decoded::Prediction(p) => b.predictions.push(PredictionRow::from(p)),
-            Decoded::Transaction(t) => {
-                b.transactions
-                    .push(TransactionRow::new(t, m.partition(), m.offset()))
+        let result = match decoded {
+            Ok(d) => {
+                b.rows.push(d, m.partition(), m.offset()).await;
+                Ok(())
             }
-            Decoded::Label(l) => b.labels.push(LabelRow::from(l)),
-        });
-        self.metrics.records_in.with_label_values(&[topic]).inc();
+            Err(reason) => Err(reason),
+        };
+        self.rows_read += result.is_ok() as u64;
         if let Err(reason) = result {
             tracing::warn!(topic, partition = m.partition(), offset = m.offset(), %reason, "undecodable record to the DLQ");
             b.dead_letters.push(DeadLetter {
@@ -435,13 +445,26 @@ impl Sink {
         }
     }
 
+    fn records_in(&mut self, topic: &str) -> &prometheus::IntCounter {
+        let i = match self.records_in.iter().position(|(t, _)| t == topic) {
+            Some(i) => i,
+            None => {
+                let counter = self.metrics.records_in.with_label_values(&[topic]);
+                self.records_in.push((topic.to_string(), counter));
+                self.records_in.len() - 1
+            }
+        };
+        &self.records_in[i].1
+    }
+
     /// Gives the batch to the writer once the previous one is written and committed.
     async fn hand_over(&mut self) -> Result<(), SinkError> {
         if self.batch.is_empty() {
             return Ok(());
         }
         self.wait_for_writer().await?;
-        let batch = std::mem::take(&mut self.batch);
+        let batch = std::mem::replace(&mut self.batch, self.writer.new_batch());
+        tracing::debug!(rows = batch.rows(), "batch handed to the writer");
         self.summary.dead_letters += batch.dead_letters.len() as u64;
         let writer = self.writer.clone();
         self.inflight = Some(tokio::spawn(async move { writer.write(batch).await }));
@@ -484,11 +507,20 @@ impl Sink {
     }
 }
 
-/// A record decoded for one of the three tables.
-enum Decoded {
-    Prediction(Prediction),
-    Transaction(Transaction),
-    Label(Label),
+/// `payload` decoded for the table of `topic` (the writer's path, when it reads a batch again).
+async fn decode_for(
+    codec: &Codec,
+    cfg: &SinkConfig,
+    topic: &str,
+    payload: &[u8],
+) -> Result<Decoded, SchemaError> {
+    Ok(if topic == cfg.predictions_topic {
+        Decoded::Prediction(codec.decode(payload).await?)
+    } else if topic == cfg.transactions_topic {
+        Decoded::Transaction(codec.decode(payload).await?)
+    } else {
+        Decoded::Label(codec.decode(payload).await?)
+    })
 }
 
 /// The reason [`Sink::decode_waiting`] gives when the sink stopped during a registry outage.

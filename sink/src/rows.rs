@@ -123,3 +123,23 @@ impl From<Label> for LabelRow {
         }
     }
 }
+
+/// One RowBinary insert of `rows` into `table` (nothing when empty): the sink's writer and the
+/// bench's raw-insert baseline share it, so the two differ only in what surrounds the insert.
+pub async fn insert<R>(
+    client: &clickhouse::Client,
+    table: &str,
+    rows: &[R],
+) -> Result<(), clickhouse::error::Error>
+where
+    R: clickhouse::RowOwned + clickhouse::RowWrite,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = client.insert::<R>(table).await?;
+    for r in rows {
+        insert.write(r).await?;
+    }
+    insert.end().await
+}

@@ -3,15 +3,15 @@
 //! (offsets stay uncommitted meanwhile, so nothing is lost and a restart writes the batch again).
 
 use crate::metrics::SinkMetrics;
-use crate::rows::{LabelRow, PredictionRow, TransactionRow};
-use crate::{SinkConfig, SinkContext, SinkError};
+use crate::stream::{Rows, Streams};
+use crate::{decode_for, SinkConfig, SinkContext, SinkError};
 use fraudstream_common::kafka::{dead_letter_headers, read_partition_range};
 use fraudstream_common::server::Health;
 use fraudstream_common::trace;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -35,29 +35,61 @@ pub(crate) struct DeadLetter {
 }
 
 /// Rows read since the last hand-over to the writer, and the offsets they cover.
-#[derive(Debug, Default)]
 pub(crate) struct Batch {
-    pub(crate) transactions: Vec<TransactionRow>,
-    pub(crate) predictions: Vec<PredictionRow>,
-    pub(crate) labels: Vec<LabelRow>,
+    pub(crate) rows: Rows,
     pub(crate) dead_letters: Vec<DeadLetter>,
-    /// Next offset to commit per (topic, partition).
-    pub(crate) offsets: HashMap<(String, i32), i64>,
-    /// First offset read per (topic, partition): with `offsets`, the records the batch holds.
-    pub(crate) first: HashMap<(String, i32), i64>,
+    /// (topic, partition, first offset read, next offset to commit): the records the batch
+    /// holds. A handful of partitions, so a list beats a map keyed by an owned topic name.
+    pub(crate) ranges: Vec<Range>,
     pub(crate) bytes: usize,
     pub(crate) started: Option<Instant>,
     /// (topic, traceparent) of the sampled records that carry a trace.
     pub(crate) traced: Vec<(String, String)>,
 }
 
+/// (topic, partition, first offset, end offset) of what a batch read.
+type Range = (String, i32, i64, i64);
+
 impl Batch {
+    pub(crate) fn new(rows: Rows) -> Self {
+        Batch {
+            rows,
+            dead_letters: Vec::new(),
+            ranges: Vec::new(),
+            bytes: 0,
+            started: None,
+            traced: Vec::new(),
+        }
+    }
+
     pub(crate) fn rows(&self) -> usize {
-        self.transactions.len() + self.predictions.len() + self.labels.len()
+        self.rows.counts().iter().sum()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.offsets.is_empty()
+        self.ranges.is_empty()
+    }
+
+    /// Records that the batch holds the record at `offset` of (`topic`, `partition`).
+    pub(crate) fn extend_range(&mut self, topic: &str, partition: i32, offset: i64) {
+        match self
+            .ranges
+            .iter_mut()
+            .find(|r| r.1 == partition && r.0 == topic)
+        {
+            Some(r) => r.3 = offset + 1,
+            None => self
+                .ranges
+                .push((topic.to_string(), partition, offset, offset + 1)),
+        }
+    }
+
+    /// The records dead-lettered for their own fault, by (topic, partition, offset).
+    fn own_dead_letters(&self) -> HashSet<(String, i32, i64)> {
+        self.dead_letters
+            .iter()
+            .map(|d| (d.topic.clone(), d.partition, d.offset))
+            .collect()
     }
 }
 
@@ -67,19 +99,22 @@ pub(crate) struct Writer {
     pub(crate) target: Target,
     pub(crate) consumer: Arc<StreamConsumer<SinkContext>>,
     pub(crate) dlq: FutureProducer,
+    pub(crate) codec: Arc<fraudstream_schemas::Codec>,
     pub(crate) metrics: Arc<SinkMetrics>,
     pub(crate) health: Arc<Health>,
     pub(crate) stop: watch::Receiver<bool>,
 }
 
-/// One batch into ClickHouse's three tables.
-async fn insert_clickhouse(client: &clickhouse::Client, batch: &Batch) -> Result<(), SinkError> {
-    insert_rows(client, "transactions", &batch.transactions).await?;
-    insert_rows(client, "predictions", &batch.predictions).await?;
-    insert_rows(client, "labels", &batch.labels).await
-}
-
 impl Writer {
+    /// An empty batch for this writer's destination.
+    pub(crate) fn new_batch(&self) -> Batch {
+        Batch::new(match &self.target {
+            Target::ClickHouse(client) => Rows::ClickHouse(Box::new(Streams::new(client.clone()))),
+            #[cfg(feature = "bigquery")]
+            Target::BigQuery(_) => Rows::BigQuery(Vec::new()),
+        })
+    }
+
     /// Inserts the batch (retrying until it succeeds, the sink stops, or ClickHouse refuses it
     /// for good: then its records are dead-lettered), dead-letters its undecodable records, then
     /// commits its offsets. Returns the rows inserted.
@@ -96,11 +131,23 @@ impl Writer {
                 span
             })
             .collect();
-        match &self.target {
-            Target::ClickHouse(client) => {
+        let counts = batch.rows.counts();
+        let own = batch.own_dead_letters();
+        let ranges = batch.ranges;
+        match (&self.target, batch.rows) {
+            (Target::ClickHouse(client), Rows::ClickHouse(streams)) => {
+                // The streamed INSERTs first; after a failure, the batch again from Kafka.
+                let mut streamed = Some(streams);
                 let written = self
-                    .until_ok("ClickHouse", batch.rows(), || {
-                        insert_clickhouse(client, &batch)
+                    .until_ok("ClickHouse", counts.iter().sum(), || {
+                        let first = streamed.take();
+                        let (ranges, own) = (&ranges, &own);
+                        async move {
+                            match first {
+                                Some(s) => Ok(s.end().await?),
+                                None => self.reinsert(client, ranges, own).await,
+                            }
+                        }
                     })
                     .await;
                 match written {
@@ -110,38 +157,43 @@ impl Writer {
                     }
                     Err(e) if e.is_permanent() => {
                         self.send_dead_letters(&batch.dead_letters).await?;
-                        self.dead_letter_batch(&batch, &e).await?;
-                        self.commit(&batch.offsets).await;
+                        self.dead_letter_batch(&ranges, &own, &e).await?;
+                        self.commit(&ranges).await;
                         return Ok(0);
                     }
                     Err(e) => return Err(e),
                 }
             }
             #[cfg(feature = "bigquery")]
-            Target::BigQuery(bq) => {
-                self.until_ok("BigQuery", batch.predictions.len(), || {
-                    bq.insert_predictions(&batch.predictions)
+            (Target::BigQuery(bq), Rows::BigQuery(predictions)) => {
+                self.until_ok("BigQuery", predictions.len(), || {
+                    bq.insert_predictions(&predictions)
                 })
                 .await?;
             }
+            #[cfg(feature = "bigquery")]
+            _ => unreachable!("a batch's rows are made for its writer's target"),
         }
         self.metrics
             .insert_seconds
             .observe(started.elapsed().as_secs_f64());
-        self.commit(&batch.offsets).await;
-        let rows = batch.rows() as u64;
+        self.commit(&ranges).await;
+        tracing::debug!(
+            ?counts,
+            seconds = started.elapsed().as_secs_f64(),
+            "batch inserted and committed"
+        );
         self.metrics.batches.inc();
-        for (table, n) in [
-            ("transactions", batch.transactions.len()),
-            ("predictions", batch.predictions.len()),
-            ("labels", batch.labels.len()),
-        ] {
+        for (table, n) in ["transactions", "predictions", "labels"]
+            .into_iter()
+            .zip(counts)
+        {
             self.metrics
                 .rows_inserted
                 .with_label_values(&[table])
                 .inc_by(n as u64);
         }
-        Ok(rows)
+        Ok(counts.iter().sum::<usize>() as u64)
     }
 
     /// Calls `attempt` until it succeeds, backing off up to `max_backoff`, while the sink runs.
@@ -191,28 +243,63 @@ impl Writer {
     /// records), and the offsets are committed as for a written batch. Once the table is fixed,
     /// `producer replay-dlq` sends them back. Records already dead-lettered for their own fault
     /// keep that reason.
-    async fn dead_letter_batch(&self, batch: &Batch, e: &SinkError) -> Result<(), SinkError> {
-        tracing::error!(error = %e, rows = batch.rows(), "ClickHouse refused the batch for good; its records go to the DLQ (replay them once the table is fixed)");
-        let ranges: Vec<(String, i32, i64, i64)> = batch
-            .offsets
-            .iter()
-            .map(|((t, p), end)| (t.clone(), *p, batch.first[&(t.clone(), *p)], *end))
-            .collect();
-        let own: std::collections::HashSet<(String, i32, i64)> = batch
-            .dead_letters
-            .iter()
-            .map(|d| (d.topic.clone(), d.partition, d.offset))
-            .collect();
-        let kafka = self.cfg.kafka.clone();
+    async fn dead_letter_batch(
+        &self,
+        ranges: &[Range],
+        own: &HashSet<(String, i32, i64)>,
+        e: &SinkError,
+    ) -> Result<(), SinkError> {
+        let rows: i64 = ranges.iter().map(|r| r.3 - r.2).sum();
+        tracing::error!(error = %e, records = rows, "ClickHouse refused the batch for good; its records go to the DLQ (replay them once the table is fixed)");
         let reason = format!("ClickHouse refused the batch: {e}");
-        let records = tokio::task::spawn_blocking(move || read_back(&kafka, &ranges, &reason))
+        let letters = self
+            .read_back(ranges, own)
+            .await?
+            .into_iter()
+            .map(|d| DeadLetter {
+                reason: reason.clone(),
+                ..d
+            })
+            .collect::<Vec<_>>();
+        self.send_dead_letters(&letters).await
+    }
+
+    /// The batch inserted again from its records in Kafka, after its streamed INSERT failed. Its
+    /// records are held in memory meanwhile (at most `--batch-mib`).
+    async fn reinsert(
+        &self,
+        client: &clickhouse::Client,
+        ranges: &[Range],
+        own: &HashSet<(String, i32, i64)>,
+    ) -> Result<(), SinkError> {
+        let mut streams = Streams::new(client.clone());
+        for r in self.read_back(ranges, own).await? {
+            let payload = r.payload.as_deref().unwrap_or_default();
+            match decode_for(&self.codec, &self.cfg, &r.topic, payload).await {
+                Ok(d) => streams.push(d, r.partition, r.offset).await,
+                Err(e) => {
+                    tracing::warn!(topic = r.topic, partition = r.partition, offset = r.offset, error = %e, "record read again does not decode; skipped")
+                }
+            }
+        }
+        Ok(streams.end().await?)
+    }
+
+    /// The records of `ranges` from Kafka, less those already dead-lettered for their own fault.
+    async fn read_back(
+        &self,
+        ranges: &[Range],
+        own: &HashSet<(String, i32, i64)>,
+    ) -> Result<Vec<DeadLetter>, SinkError> {
+        let kafka = self.cfg.kafka.clone();
+        let ranges = ranges.to_vec();
+        let records = tokio::task::spawn_blocking(move || read_back(&kafka, &ranges))
             .await
             .map_err(|e| SinkError::Writer(e.to_string()))??;
-        let letters: Vec<DeadLetter> = records
+        Ok(records
             .into_iter()
             .filter(|d| !own.contains(&(d.topic.clone(), d.partition, d.offset)))
-            .collect();
-        self.send_dead_letters(&letters).await
+            .collect())
     }
 
     async fn send_dead_letters(&self, letters: &[DeadLetter]) -> Result<(), SinkError> {
@@ -238,10 +325,10 @@ impl Writer {
 
     /// A failed commit is not fatal: the rows are in ClickHouse, and whoever reads the partition
     /// next re-inserts them, which the tables deduplicate.
-    async fn commit(&self, offsets: &HashMap<(String, i32), i64>) {
+    async fn commit(&self, ranges: &[Range]) {
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in offsets {
-            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        for (topic, partition, _, end) in ranges {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*end));
         }
         let consumer = self.consumer.clone();
         let result =
@@ -257,31 +344,10 @@ impl Writer {
     }
 }
 
-/// One RowBinary insert of `rows` into `table` (nothing when empty).
-async fn insert_rows<R>(
-    client: &clickhouse::Client,
-    table: &str,
-    rows: &[R],
-) -> Result<(), SinkError>
-where
-    R: clickhouse::RowOwned + clickhouse::RowWrite,
-{
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut insert = client.insert::<R>(table).await?;
-    for r in rows {
-        insert.write(r).await?;
-    }
-    insert.end().await?;
-    Ok(())
-}
-
-/// The records `from..end` of each (topic, partition), as dead letters with `reason`.
+/// The records `from..end` of each (topic, partition), as dead letters without a reason yet.
 fn read_back(
     kafka: &fraudstream_common::kafka::KafkaArgs,
-    ranges: &[(String, i32, i64, i64)],
-    reason: &str,
+    ranges: &[Range],
 ) -> Result<Vec<DeadLetter>, SinkError> {
     use rdkafka::Message;
     let reader = kafka.range_reader("sink-dead-letter-batch")?;
@@ -301,7 +367,7 @@ fn read_back(
                     offset: m.offset(),
                     key: m.key().map(<[u8]>::to_vec),
                     payload: m.payload().map(<[u8]>::to_vec),
-                    reason: reason.to_string(),
+                    reason: String::new(),
                 })
             },
         )?;
