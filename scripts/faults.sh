@@ -49,7 +49,7 @@ log "data and model ready ($N transactions per scenario at $RATE tx/s)"
 start_scorer() { # $1 = instance number
   "$BIN/scorer" --instance-id "$P-scorer-$1" --group "$P-scorer" --transactions-topic "$P-tx" \
     --predictions-topic "$P-pred" --alerts-topic "$P-alerts" --dlq-topic "$P-dlq" --models-topic "$P-models" \
-    --model "$WORK/model.txt" --threshold 0.5 --metrics-addr 127.0.0.1:0 --commit-interval-ms 100 \
+    --rules-topic "$P-rules" --model "$WORK/model.txt" --threshold 0.5 --metrics-addr 127.0.0.1:0 --commit-interval-ms 100 \
     ${FAULTS_SCORER_ARGS:-} >>"$WORK/$NAME-scorer-$1.log" 2>&1 &
   pids+=($!); eval "SCORER_$1=$!"
 }
@@ -117,6 +117,7 @@ scenario() { # $1 = name, $2 = fault function, $3 = set-up before the services s
   local ok=true
   wait_landed "$EXPECTED" 300 || ok=false
   sleep 2
+  "${POST_CHECK:-:}"; unset POST_CHECK
   local landed_n tx_landed; landed_n=$(landed); tx_landed=$(landed transactions)
   read -r records distinct <<<"$("$TOOLS" count "$P-pred")"
   read -r dlq _ <<<"$("$TOOLS" count "$P-dlq")"
@@ -149,6 +150,24 @@ fault_clickhouse_down() { at_third; restart_clickhouse_after 20; }
 fault_broker_restart() { at_third; restart_kafka; }
 fault_malformed() { DLQ_EXPECTED=$((N / 100)); at_third; "$TOOLS" garbage "$P-tx" "$DLQ_EXPECTED"; }
 fault_corrupt_model() { at_third; "$TOOLS" corrupt-model "$P-models"; }
+# Analyst rules changed mid-stream: one rule in force from the start; at a third, a scorer is
+# SIGKILLed, a suppressing rule added and the first rule updated. Every prediction is there once,
+# and each records the rule set it was decided under (none decided without the first rule).
+rules_cli() { "$BIN/trainer" rules --rules-topic "$P-rules" "$@" >>"$WORK/$NAME-rules.log" 2>&1; }
+setup_rules() { rules_cli add big --expr "amount > 500000" --action alert; POST_CHECK=check_rules; }
+fault_rules_change() {
+  at_third
+  kill -KILL "$SCORER_1"; wait "$SCORER_1" 2>/dev/null || true; start_scorer 1
+  rules_cli add allow --expr "name_orig.endsWith('7')" --action suppress
+  rules_cli update big --expr "amount > 400000"
+}
+check_rules() {
+  local without versions
+  without=$(sql "SELECT count() FROM predictions FINAL WHERE rules_version = 0")
+  versions=$(sql "SELECT groupUniqArray(rules_version) FROM predictions FINAL")
+  log "$NAME: rule set versions in the predictions: $versions; decided without the rules: $without"
+  [ "$without" = 0 ] || FAULT_OK=false
+}
 fault_schema_evolution() {
   at_third
   "$TOOLS" evolved "$P-tx" "$WORK/stream.csv" 5000 "$P-evolved" >/dev/null
@@ -201,7 +220,7 @@ fault_dlq_replay() {
     || { log "$NAME: replay-dlq did not replay each record once"; FAULT_OK=false; }
 }
 
-ALL="baseline scorer-sigkill scorer-added sink-sigkill clickhouse-down-20s broker-restart malformed-1pct corrupt-model schema-evolution registry-restart registry-down-30s registry-slow dlq-replay"
+ALL="baseline scorer-sigkill scorer-added sink-sigkill clickhouse-down-20s broker-restart malformed-1pct corrupt-model rules-change schema-evolution registry-restart registry-down-30s registry-slow dlq-replay"
 for s in ${FAULTS_ONLY:-$ALL}; do
   case $s in
     baseline) scenario "$s" fault_none ;;
@@ -212,6 +231,7 @@ for s in ${FAULTS_ONLY:-$ALL}; do
     broker-restart) scenario "$s" fault_broker_restart ;;
     malformed-1pct) scenario "$s" fault_malformed ;;
     corrupt-model) scenario "$s" fault_corrupt_model ;;
+    rules-change) scenario "$s" fault_rules_change setup_rules ;;
     schema-evolution) scenario "$s" fault_schema_evolution ;;
     registry-restart) scenario "$s" fault_registry_restart ;;
     registry-down-30s) scenario "$s" fault_registry_down ;;

@@ -231,7 +231,20 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "003_drift.sql",
         include_str!("../../deploy/clickhouse/003_drift.sql"),
     ),
+    (
+        4,
+        "004_rules.sql",
+        include_str!("../../deploy/clickhouse/004_rules.sql"),
+    ),
 ];
+
+/// An `ALTER TABLE ... ADD COLUMN` that ran before (ClickHouse 18.16 has no `IF NOT EXISTS` for
+/// columns): the file is being applied again after a failure part-way, so it is skipped.
+fn already_added(stmt: &str, e: &clickhouse::error::Error) -> bool {
+    stmt.trim_start().starts_with("ALTER TABLE")
+        && e.to_string()
+            .contains("column with this name already exists")
+}
 
 /// The statements of a SQL file: split at `;` line ends, `--` comment lines dropped (ClickHouse's
 /// HTTP interface takes one statement per request).
@@ -284,7 +297,10 @@ impl ClickHouseArgs {
                 continue;
             }
             for stmt in statements(sql) {
-                client.query(&stmt).execute().await?;
+                match client.query(&stmt).execute().await {
+                    Err(e) if already_added(&stmt, &e) => {}
+                    result => result?,
+                }
             }
             client
                 .query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())")

@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod model;
 pub mod model_text;
 pub mod registry_wait;
+pub mod rules;
 pub mod server;
 pub mod service;
 pub mod stop;

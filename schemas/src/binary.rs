@@ -6,7 +6,7 @@
 //! functions follow the field order of the `.avsc` files by hand. The tests check them against
 //! apache-avro byte for byte, both ways, so a schema change that is not mirrored here fails them.
 
-use crate::types::{Label, Prediction, Reason, Transaction, TransactionType};
+use crate::types::{Label, Prediction, Reason, RuleAction, RuleHit, Transaction, TransactionType};
 
 /// Appends Avro primitives to a buffer.
 pub(crate) struct Writer<'a>(pub &'a mut Vec<u8>);
@@ -158,6 +158,17 @@ fn tx_type_index(t: TransactionType) -> i32 {
         .expect("every type is in ALL") as i32
 }
 
+fn rule_action(r: &mut Reader<'_>, field: &str) -> Result<RuleAction, String> {
+    Ok(RuleAction::ALL[r.index(field, RuleAction::ALL.len())?])
+}
+
+fn rule_action_index(a: RuleAction) -> i32 {
+    RuleAction::ALL
+        .iter()
+        .position(|x| *x == a)
+        .expect("every action is in ALL") as i32
+}
+
 impl Binary for Transaction {
     fn write(&self, w: &mut Writer<'_>) {
         w.string(&self.transaction_id);
@@ -244,6 +255,16 @@ impl Binary for Prediction {
             }
         }
         w.long(0);
+        if !self.rule_hits.is_empty() {
+            w.long(self.rule_hits.len() as i64);
+            for hit in &self.rule_hits {
+                w.string(&hit.id);
+                w.int(hit.version);
+                w.int(rule_action_index(hit.action));
+            }
+        }
+        w.long(0);
+        w.long(self.rules_version);
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, String> {
@@ -268,6 +289,8 @@ impl Binary for Prediction {
                 _ => Some(r.int("challenger_version")?),
             },
             top_reasons: Vec::new(),
+            rule_hits: Vec::new(),
+            rules_version: 0,
         };
         loop {
             // A negative block count is followed by the block's size in bytes (Avro spec).
@@ -285,6 +308,23 @@ impl Binary for Prediction {
                 });
             }
         }
+        loop {
+            let count = r.long("rule_hits")?;
+            if count == 0 {
+                break;
+            }
+            if count < 0 {
+                r.long("rule_hits")?;
+            }
+            for _ in 0..count.unsigned_abs() {
+                p.rule_hits.push(RuleHit {
+                    id: r.string("rule_hits.id")?,
+                    version: r.int("rule_hits.version")?,
+                    action: rule_action(r, "rule_hits.action")?,
+                });
+            }
+        }
+        p.rules_version = r.long("rules_version")?;
         Ok(p)
     }
 }
@@ -422,6 +462,14 @@ mod tests {
                 challenger_score: (g.coin()).then(|| g.double()),
                 challenger_version: (g.coin()).then(|| g.int()),
                 top_reasons: reasons,
+                rule_hits: (0..g.next() % 3)
+                    .map(|_| RuleHit {
+                        id: g.string(),
+                        version: g.int(),
+                        action: RuleAction::ALL[(g.next() % 3) as usize],
+                    })
+                    .collect(),
+                rules_version: g.long(),
             });
             check(&Label {
                 transaction_id: g.string(),

@@ -527,6 +527,12 @@ mod tests {
                 feature: "error_balance_orig".into(),
                 contribution: 2.5,
             }],
+            rule_hits: vec![crate::RuleHit {
+                id: "big-transfer".into(),
+                version: 2,
+                action: crate::RuleAction::Alert,
+            }],
+            rules_version: 7,
         };
         let bytes = encode_with_id(5, &p).unwrap();
         let (id, body) = split_wire_format(&bytes).unwrap();

@@ -11,8 +11,8 @@ mod types;
 
 pub use codec::{redact_url, Codec, RegistryConfig, SchemaError};
 pub use types::{
-    AvroRecord, Compression, Label, ModelRecord, ModelStatus, Prediction, Reason, Transaction,
-    TransactionType,
+    AvroRecord, Compression, Label, ModelRecord, ModelStatus, Prediction, Reason, Rule, RuleAction,
+    RuleHit, Transaction, TransactionType,
 };
 
 /// Topic names, in one place. Tests use their own names; services take these as defaults.
@@ -27,6 +27,8 @@ pub mod topics {
     pub const FRAUD_ALERTS: &str = "fraud-alerts";
     /// Compacted; key = model name + status; the scorers hot-swap from it.
     pub const MODELS: &str = "models";
+    /// Analyst rules (compacted, keyed by rule id; a tombstone deletes a rule).
+    pub const RULES: &str = "rules";
     /// Transactions the scorer could not decode, with the reason in headers.
     pub const TRANSACTIONS_DLQ: &str = "transactions-dlq";
     /// Predictions or labels the sink could not decode, with the reason in headers.

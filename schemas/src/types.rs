@@ -190,8 +190,72 @@ pub struct Prediction {
     pub challenger_score: Option<f64>,
     pub challenger_version: Option<i32>,
     pub top_reasons: Vec<Reason>,
+    /// The rules that matched (`avsc/rule.avsc`), in rule id order.
+    #[serde(default)]
+    pub rule_hits: Vec<RuleHit>,
+    /// The rule set the verdict was decided under (0: no rules).
+    #[serde(default)]
+    pub rules_version: i64,
 }
 avro_record!(Prediction, "prediction.avsc", binary);
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RuleAction {
+    /// Raise an alert whatever the model says.
+    #[serde(rename = "ALERT")]
+    Alert,
+    /// No alert (an allow-list); beats `Alert` and the model.
+    #[serde(rename = "SUPPRESS")]
+    Suppress,
+    /// Record the hit only.
+    #[serde(rename = "TAG")]
+    Tag,
+}
+
+impl RuleAction {
+    pub const ALL: [RuleAction; 3] = [RuleAction::Alert, RuleAction::Suppress, RuleAction::Tag];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleAction::Alert => "ALERT",
+            RuleAction::Suppress => "SUPPRESS",
+            RuleAction::Tag => "TAG",
+        }
+    }
+}
+
+impl std::str::FromStr for RuleAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RuleAction::ALL
+            .into_iter()
+            .find(|a| a.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown rule action {s:?}: use alert, suppress or tag"))
+    }
+}
+
+/// One rule that matched a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleHit {
+    pub id: String,
+    pub version: i32,
+    pub action: RuleAction,
+}
+
+/// One analyst rule (`avsc/rule.avsc`), the value of the compacted `rules` topic keyed by `id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    pub id: String,
+    pub version: i32,
+    pub expression: String,
+    pub action: RuleAction,
+    pub description: String,
+    pub owner: String,
+    pub enabled: bool,
+    pub updated_at: i64,
+}
+avro_record!(Rule, "rule.avsc");
 
 /// How `ModelRecord::model_text` is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -111,6 +111,16 @@ async fn prediction_round_trip() {
             } else {
                 vec![]
             },
+            rule_hits: if i == 4 {
+                vec![fraudstream_schemas::RuleHit {
+                    id: "allow-payroll".into(),
+                    version: 1,
+                    action: fraudstream_schemas::RuleAction::Suppress,
+                }]
+            } else {
+                vec![]
+            },
+            rules_version: i as i64,
         })
         .collect();
     round_trip("prediction_round_trip", predictions).await;

@@ -108,6 +108,8 @@ async fn main() -> anyhow::Result<()> {
                     } else {
                         Vec::new()
                     },
+                    rule_hits: Vec::new(),
+                    rules_version: 0,
                 };
                 std::hint::black_box(Codec::encode_with_id(pid, &p)?);
             }

@@ -2,7 +2,6 @@
 //! stage scored inside the open transaction with the batch's offsets, commits every
 //! `commit_interval`, and goes back to the committed offsets after an abort.
 
-use crate::models::ModelEvent;
 use crate::stage::{self, Batch, Output, RawRecord, Scored};
 use crate::txn::{AbortOnExit, ScorerContext, Txn, PRODUCER_DEFAULTS};
 use crate::{Engine, RunSummary, ScorerError};
@@ -41,7 +40,7 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
 impl Engine {
     pub(crate) fn run(
         self: Arc<Self>,
-        events: Receiver<ModelEvent>,
+        updates: crate::Updates,
         bootstrap: Option<String>,
     ) -> Result<RunSummary, ScorerError> {
         let mut summary = RunSummary::default();
@@ -57,7 +56,7 @@ impl Engine {
             .spawn(move || {
                 stage::run(
                     engine,
-                    events,
+                    updates,
                     bootstrap,
                     stage_ready,
                     stage_batches,

@@ -23,9 +23,11 @@
 mod kafka_loop;
 pub mod metrics;
 pub mod models;
+mod rules;
 mod stage;
 mod state;
 mod txn;
+mod watcher;
 
 use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
 use fraudstream_common::registry_wait::RegistryWait;
@@ -110,6 +112,9 @@ pub struct ScorerConfig {
     pub dlq_topic: String,
     #[arg(long, env = "FRAUDSTREAM_MODELS_TOPIC", default_value = topics::MODELS)]
     pub models_topic: String,
+    /// Analyst rules (compacted; `trainer rules --help`), applied between batches.
+    #[arg(long, env = "FRAUDSTREAM_RULES_TOPIC", default_value = topics::RULES)]
+    pub rules_topic: String,
     /// Model name to serve from the models topic.
     #[arg(long, env = "FRAUDSTREAM_MODEL_NAME", default_value = "paysim")]
     pub model_name: String,
@@ -204,6 +209,7 @@ pub async fn run(
             TopicSpec::new(&cfg.alerts_topic, cfg.partitions),
             TopicSpec::new(&cfg.dlq_topic, cfg.partitions),
             TopicSpec::new(&cfg.models_topic, 1).compacted(),
+            TopicSpec::new(&cfg.rules_topic, 1).compacted(),
         ],
         1,
     )
@@ -236,17 +242,23 @@ pub async fn run(
             })?),
             None => None,
         };
-    let (events_tx, events) = std::sync::mpsc::channel();
-    let watcher = models::spawn_watcher(
-        &cfg.kafka,
-        &cfg.models_topic,
-        codec.clone(),
-        registry.clone(),
-        tokio::runtime::Handle::current(),
-        events_tx,
-        stop.clone(),
-    )?;
     let runtime = tokio::runtime::Handle::current();
+    let watch = |topic: &str, name| watcher::Watch {
+        kafka: cfg.kafka.clone(),
+        topic: topic.to_string(),
+        name,
+        codec: codec.clone(),
+        registry: registry.clone(),
+        runtime: runtime.clone(),
+        stop: stop.clone(),
+    };
+    let (models_tx, models) = std::sync::mpsc::channel();
+    let (rules_tx, rules) = std::sync::mpsc::channel();
+    let watchers = [
+        watcher::spawn(watch(&cfg.models_topic, "scorer-models-reader"), models_tx)?,
+        watcher::spawn(watch(&cfg.rules_topic, "scorer-rules-reader"), rules_tx)?,
+    ];
+    let updates = Updates { models, rules };
     let engine = Engine {
         cfg,
         codec,
@@ -259,11 +271,19 @@ pub async fn run(
         alert_schema,
     };
     let engine = Arc::new(engine);
-    let summary = tokio::task::spawn_blocking(move || engine.run(events, bootstrap))
+    let summary = tokio::task::spawn_blocking(move || engine.run(updates, bootstrap))
         .await
         .map_err(ScorerError::Panicked)?;
-    let _ = watcher.join();
+    for w in watchers {
+        let _ = w.join();
+    }
     summary
+}
+
+/// The changes the scoring stage applies between batches, from the two compacted topics.
+pub(crate) struct Updates {
+    pub models: std::sync::mpsc::Receiver<models::ModelEvent>,
+    pub rules: std::sync::mpsc::Receiver<rules::RuleEvent>,
 }
 
 /// What the Kafka thread and the scoring stage share: the configuration and the clients.

@@ -11,6 +11,9 @@ pub struct ScorerMetrics {
     pub dlq: IntCounter,
     pub models_refused: IntCounter,
     pub model_swaps: IntCounter,
+    pub rules_refused: IntCounter,
+    pub rules_active: IntGauge,
+    pub rules_version: IntGauge,
     pub txn_committed: IntCounter,
     pub txn_aborted: IntCounter,
     pub batch_size: Histogram,
@@ -41,6 +44,15 @@ impl ScorerMetrics {
                 "Model records refused (bad format, features, text)",
             )?,
             model_swaps: r.counter("model_swaps_total", "Models swapped in while running")?,
+            rules_refused: r.counter(
+                "rules_refused_total",
+                "Rule records refused (expression does not compile, unknown field, undecodable)",
+            )?,
+            rules_active: r.gauge("rules_active", "Enabled rules in force")?,
+            rules_version: r.gauge(
+                "rules_version",
+                "Rule set in force: the rules topic's offset after the last change applied",
+            )?,
             txn_committed: r.counter(
                 "transactions_committed_total",
                 "Kafka transactions committed",

@@ -8,16 +8,18 @@
 //! aborted commit (their `generation` is out of date); the stage then rebuilds its state.
 
 use crate::models::{ModelEvent, ModelSet};
+use crate::rules::Rules;
 use crate::state;
 use crate::{Engine, ScorerError};
 use fraudstream_common::features::{push_features, AccountHistory, TxView, N_FEATURES};
+use fraudstream_common::rules::{decide, Input};
 use fraudstream_common::trace;
-use fraudstream_schemas::{Codec, Prediction, SchemaError, Transaction};
+use fraudstream_schemas::{Codec, Prediction, RuleHit, SchemaError, Transaction};
 use rdkafka::consumer::BaseConsumer;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -114,14 +116,14 @@ pub(crate) enum Output {
 /// batches until the Kafka thread hangs up.
 pub(crate) fn run(
     engine: Arc<Engine>,
-    events: Receiver<ModelEvent>,
+    updates: crate::Updates,
     bootstrap: Option<String>,
     ready: Sender<Result<String, ScorerError>>,
     batches: Receiver<Arc<Batch>>,
     scored: Sender<Result<Scored, ScorerError>>,
     recycled: Receiver<Scored>,
 ) {
-    let models = match crate::models::initial_models(&engine, &events, bootstrap) {
+    let models = match crate::models::initial_models(&engine, &updates.models, bootstrap) {
         Ok(m) => m,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -131,11 +133,13 @@ pub(crate) fn run(
     let Some(champion) = models.champion.as_ref() else {
         return; // stopped before a champion was known
     };
+    let rules = Rules::load(updates.rules, &engine.metrics, &engine.stop);
     let _ = ready.send(Ok(format!("{} v{}", champion.name, champion.version)));
     let mut stage = Stage {
         engine,
         models,
-        events,
+        events: updates.models,
+        rules,
         histories: HashMap::new(),
         reader: None,
         generation: u64::MAX,
@@ -158,6 +162,7 @@ struct Stage {
     engine: Arc<Engine>,
     models: ModelSet,
     events: Receiver<ModelEvent>,
+    rules: Rules,
     /// Per input partition; rebuilt from Kafka when a partition is first seen in a generation.
     histories: HashMap<i32, AccountHistory>,
     /// Reads state back from the input topic (created on first need, then kept).
@@ -172,24 +177,21 @@ struct Stage {
 }
 
 impl Stage {
-    /// New models are swapped in between batches: scoring never waits for a load.
-    fn apply_model_events(&mut self) {
+    /// New models and rules are swapped in between batches: scoring never waits for a load,
+    /// and a batch is decided under one model and one rule set.
+    fn apply_updates(&mut self) {
         let (name, metrics) = (&self.engine.cfg.model_name, &self.engine.metrics);
-        loop {
-            match self.events.try_recv() {
-                Ok(ModelEvent::Record(r)) => self.models.apply(&r, name, metrics),
-                Ok(ModelEvent::Undecodable(e)) => self.models.refuse(e, metrics),
-                Ok(ModelEvent::CaughtUp) => {}
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
-            }
+        while let Ok(event) = self.events.try_recv() {
+            self.models.on_event(event, name, metrics);
         }
+        self.rules.apply_events(metrics);
     }
 
     fn score(&mut self, batch: &Batch) -> Result<Scored, ScorerError> {
         // One span per batch (exported over OTLP when configured): decode → features → LightGBM
         // → encode. Per record would cost more than the work it describes.
         let _span = tracing::info_span!("score_batch", records = batch.records.len()).entered();
-        self.apply_model_events();
+        self.apply_updates();
         if batch.generation != self.generation {
             // A rebalance or an abort: these records come from the committed offsets, and the
             // state must be what it was there.
@@ -294,10 +296,11 @@ impl Stage {
             Some(c) => Some((c.version, c.predict(&self.rows).map_err(scoring)?)),
             None => None,
         };
+        let verdicts = self.verdicts(txs, &scores, champion.threshold);
         // Reasons only for alerting rows, in one call.
         let mut alert_rows = Vec::new();
-        for (i, score) in scores.iter().enumerate() {
-            if *score >= champion.threshold {
+        for (i, (alert, _)) in verdicts.iter().enumerate() {
+            if *alert {
                 alert_rows.extend_from_slice(&self.rows[i * N_FEATURES..(i + 1) * N_FEATURES]);
             }
         }
@@ -307,12 +310,12 @@ impl Stage {
             .into_iter();
         let scored_at = fraudstream_common::now_millis();
         let mut traced = self.traced.iter().peekable();
-        for (i, tx) in txs.drain(..).enumerate() {
+        let rules_version = self.rules.set.version();
+        for (i, (tx, (is_alert, rule_hits))) in txs.drain(..).zip(verdicts).enumerate() {
             let span = traced
                 .next_if(|(t, _)| *t == i)
                 .map(|(_, tp)| trace_span(tp, &tx, scores[i], champion.version));
             let score = scores[i];
-            let is_alert = score >= champion.threshold;
             let prediction = Prediction {
                 transaction_id: tx.transaction_id,
                 name_orig: tx.name_orig,
@@ -332,6 +335,8 @@ impl Stage {
                 } else {
                     Vec::new()
                 },
+                rule_hits,
+                rules_version,
             };
             self.encode(&prediction, out)?;
             if let Some(tp) = span.as_ref().and_then(trace::traceparent) {
@@ -339,6 +344,38 @@ impl Stage {
             }
         }
         Ok(())
+    }
+
+    /// Each transaction's verdict: whether it alerts, and the rules it matched. Without rules the
+    /// model decides alone (and no rule is evaluated).
+    fn verdicts(
+        &self,
+        txs: &[Transaction],
+        scores: &[f64],
+        threshold: f64,
+    ) -> Vec<(bool, Vec<RuleHit>)> {
+        let set = &self.rules.set;
+        txs.iter()
+            .zip(scores)
+            .enumerate()
+            .map(|(i, (tx, &score))| {
+                let model_alert = score >= threshold;
+                if set.active() == 0 {
+                    return (model_alert, Vec::new());
+                }
+                let mut hits = Vec::new();
+                let input = Input {
+                    features: &self.rows[i * N_FEATURES..(i + 1) * N_FEATURES],
+                    score,
+                    tx_type: tx.tx_type.as_str(),
+                    name_orig: &tx.name_orig,
+                    name_dest: &tx.name_dest,
+                    is_flagged_fraud: tx.is_flagged_fraud,
+                };
+                set.evaluate(&input, &mut hits);
+                (decide(model_alert, &hits), hits)
+            })
+            .collect()
     }
 
     /// A prediction (and, for an alert, its copy under the alerts topic's schema id) into `out`.

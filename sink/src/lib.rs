@@ -7,10 +7,12 @@
 //! When ClickHouse is down or refuses a batch, the sink retries with backoff and keeps its consumer
 //! in the group with its partitions paused; nothing is dropped.
 //!
-//! Throughput: rows are inserted in large RowBinary batches (by rows, bytes or age, whichever comes
-//! first), and one batch is written while the next is being read, so Kafka reads and ClickHouse
-//! inserts overlap. Commits stay in order: a batch is handed to the writer only after the previous
-//! one was inserted and committed.
+//! Throughput and memory: each record's row is streamed, as it is decoded, into one open
+//! RowBinary INSERT per table (sent in 256 KiB chunks), so a batch costs a few chunks of memory,
+//! not its rows. A batch ends by rows, bytes or age; its INSERTs are then finished by the writer
+//! while the next batch streams. Commits stay in order: a batch is handed to the writer only after
+//! the previous one was inserted and committed. A stream that fails is inserted again from the
+//! batch's records in Kafka.
 
 pub mod metrics;
 pub mod rows;

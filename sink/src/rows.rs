@@ -70,6 +70,10 @@ pub struct PredictionRow {
     pub challenger_version: Option<i32>,
     pub reason_features: Vec<String>,
     pub reason_contributions: Vec<f64>,
+    pub rule_ids: Vec<String>,
+    pub rule_versions: Vec<i32>,
+    pub rule_actions: Vec<String>,
+    pub rules_version: i64,
 }
 
 impl From<Prediction> for PredictionRow {
@@ -81,6 +85,14 @@ impl From<Prediction> for PredictionRow {
             .into_iter()
             .map(|r| (r.feature, r.contribution))
             .unzip();
+        let mut rule_ids = Vec::with_capacity(p.rule_hits.len());
+        let mut rule_versions = Vec::with_capacity(p.rule_hits.len());
+        let mut rule_actions = Vec::with_capacity(p.rule_hits.len());
+        for hit in p.rule_hits {
+            rule_ids.push(hit.id);
+            rule_versions.push(hit.version);
+            rule_actions.push(hit.action.as_str().to_string());
+        }
         PredictionRow {
             transaction_id: p.transaction_id,
             name_orig: p.name_orig,
@@ -100,6 +112,10 @@ impl From<Prediction> for PredictionRow {
             challenger_version: p.challenger_version,
             reason_features,
             reason_contributions,
+            rule_ids,
+            rule_versions,
+            rule_actions,
+            rules_version: p.rules_version,
         }
     }
 }

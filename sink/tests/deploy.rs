@@ -337,7 +337,7 @@ async fn every_clickhouse_panel_query_runs_on_sink_data_and_returns_rows() {
         assert!(rows > 0, "{file} / {title}: no rows\n{sql}");
         checked += 1;
     }
-    assert_eq!(checked, 11, "every ClickHouse panel of the overview");
+    assert_eq!(checked, 13, "every ClickHouse panel of the overview");
 
     // The live precision/recall panel computes what the labels say: alerts are every 100th
     // prediction and all fraud; every 1000th + 1 is a missed fraud.

@@ -14,6 +14,7 @@ pub mod drift;
 pub mod external;
 pub mod registry;
 pub mod report;
+pub mod rules;
 pub mod watch;
 
 use fraudstream_common::clickhouse::ClickHouseArgs;

@@ -1,4 +1,5 @@
 mod commands;
+mod rule_commands;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -236,13 +237,22 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Analyst rules next to the model: CEL conditions over a transaction's fields, the model's
+    /// features and its score, published on the compacted rules topic; every scorer applies a
+    /// change between two batches. alert = (model alert OR an ALERT rule) AND NOT a SUPPRESS rule.
+    Rules {
+        #[command(flatten)]
+        target: rule_commands::RulesTarget,
+        #[command(subcommand)]
+        command: rule_commands::RulesCommand,
+    },
 }
 
 impl Command {
     /// Where the subcommand reads and publishes (None: it works on files only).
     fn target(&self) -> Option<&Target> {
         Some(match self {
-            Command::Features { .. } => return None,
+            Command::Features { .. } | Command::Rules { .. } => return None,
             Command::Bootstrap { target, .. }
             | Command::Import { target, .. }
             | Command::Evaluate { target, .. }
@@ -370,5 +380,10 @@ async fn main() -> Result<()> {
         Command::Show { target, version } => commands::show(target, *version).await,
         Command::Promote { target, version } => commands::promote(target, *version).await,
         Command::Rollback { target } => commands::rollback(target).await,
+        Command::Rules { target, command } => {
+            fraudstream_common::check_connections(Some(&target.kafka), Some(&target.clickhouse))
+                .await?;
+            rule_commands::run(target, command).await
+        }
     }
 }

@@ -495,3 +495,117 @@ async fn feature_drift_flags_the_feature_that_moved_and_only_it() {
         }
     }
 }
+
+/// `trainer rules ...` as an analyst runs it: `<sub>` with the services' flags and `topic`.
+fn rules_cmd(kafka: &KafkaArgs, ch: &ClickHouseArgs, topic: &str, sub: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .arg("rules")
+        .args(service_args(kafka, Some(ch)))
+        .args(["--rules-topic", topic])
+        .args(sub)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// The number after `label` in the output of `trainer rules test`.
+fn count_after(output: &str, label: &str) -> u64 {
+    let line = output
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no {label:?} in\n{output}"));
+    line[line.find(':').unwrap() + 1..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Rules managed from the CLI on the real broker, registry and ClickHouse: a rule is added,
+/// listed, updated (version 2), backtested (its counts equal ClickHouse's own count of the same
+/// condition), disabled and deleted; a rule that does not compile is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_are_managed_and_backtested_from_the_cli() {
+    let kafka = local_kafka();
+    let ch = local_clickhouse(&unique_name("rules_cli"));
+    ch.migrate().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = simulate(dir.path(), 8_000);
+    land(&ch, &csv, 0, 8_000).await;
+    let topic = unique_name("rules_cli");
+    let rules = |sub: &[&str]| rules_cmd(&kafka, &ch, &topic, sub);
+
+    let (ok, out) = rules(&[
+        "add",
+        "big",
+        "--expr",
+        "type == 'TRANSFER' && amount > 200000",
+        "--action",
+        "alert",
+        "--owner",
+        "ana",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = rules(&["add", "bad", "--expr", "amount >", "--action", "alert"]);
+    assert!(
+        !ok && out.contains("does not parse"),
+        "refused with the reason: {out}"
+    );
+    let (ok, out) = rules(&["add", "typo", "--expr", "amout > 5", "--action", "tag"]);
+    assert!(!ok && out.contains("unknown field `amout`"), "{out}");
+    let (ok, out) = rules(&[
+        "update",
+        "big",
+        "--expr",
+        "type == 'TRANSFER' && amount > 300000 && orig_emptied == 1",
+    ]);
+    assert!(ok && out.contains("v2"), "{out}");
+    let (_, out) = rules(&["list"]);
+    assert!(
+        out.contains("big") && out.contains("v2") && out.contains("1 rules (1 enabled)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("bad"),
+        "a refused rule was never published: {out}"
+    );
+
+    let (ok, out) = rules(&["test", "big", "--hours", "100000"]);
+    assert!(ok, "{out}");
+    let direct = |sql: &str| {
+        let ch = ch.clone();
+        let sql = sql.to_string();
+        async move { ch.client().query(&sql).fetch_one::<u64>().await.unwrap() }
+    };
+    let condition =
+        "type = 'TRANSFER' AND amount > 300000 AND oldbalance_org > 0 AND newbalance_orig = 0";
+    assert_eq!(
+        count_after(&out, "transactions:"),
+        direct("SELECT count() FROM transactions FINAL").await
+    );
+    let hits = direct(&format!(
+        "SELECT count() FROM transactions FINAL WHERE {condition}"
+    ))
+    .await;
+    assert!(hits > 0, "the data exercises the rule");
+    assert_eq!(count_after(&out, "hits:"), hits, "{out}");
+    let frauds = direct(&format!(
+        "SELECT count() FROM (SELECT transaction_id FROM transactions FINAL WHERE {condition}) \
+         ANY INNER JOIN (SELECT transaction_id, is_fraud FROM labels FINAL) AS l USING transaction_id WHERE is_fraud = 1"
+    ))
+    .await;
+    assert_eq!(count_after(&out, "frauds hit:"), frauds, "{out}");
+
+    let (ok, _) = rules(&["disable", "big"]);
+    assert!(ok);
+    let (_, out) = rules(&["show", "big"]);
+    assert!(out.contains("v3 (disabled)"), "{out}");
+    let (ok, _) = rules(&["delete", "big"]);
+    assert!(ok);
+    let (_, out) = rules(&["list"]);
+    assert!(out.contains("0 rules"), "{out}");
+}

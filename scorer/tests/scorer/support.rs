@@ -58,6 +58,7 @@ pub(crate) struct Topics {
     pub(crate) alerts: String,
     pub(crate) dlq: String,
     pub(crate) models: String,
+    pub(crate) rules: String,
     pub(crate) group: String,
 }
 
@@ -73,6 +74,7 @@ impl Topics {
             alerts: name("alerts"),
             dlq: name("dlq"),
             models: name("models"),
+            rules: name("rules"),
             group: name("group"),
         };
         ensure_topics(
@@ -141,6 +143,8 @@ pub(crate) fn scorer_command(kafka: &KafkaArgs, t: &Topics, instance: &str) -> C
             &t.dlq,
             "--models-topic",
             &t.models,
+            "--rules-topic",
+            &t.rules,
         ])
         .args(["--commit-interval-ms", "100"])
         .env("RUST_LOG", "warn");

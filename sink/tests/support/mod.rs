@@ -67,6 +67,16 @@ pub fn prediction(i: u64) -> Prediction {
         } else {
             Vec::new()
         },
+        rule_hits: if alert && i.is_multiple_of(2) {
+            vec![fraudstream_schemas::RuleHit {
+                id: "big-transfer".into(),
+                version: 2,
+                action: fraudstream_schemas::RuleAction::Alert,
+            }]
+        } else {
+            Vec::new()
+        },
+        rules_version: 5,
     }
 }
 
