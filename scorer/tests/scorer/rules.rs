@@ -29,7 +29,7 @@ fn expected_hits(p: &Prediction) -> Vec<RuleHit> {
     if p.tx_type.as_str() == "TRANSFER" && p.amount > 100_000.0 {
         hits.push(hit("big-transfer", RuleAction::Alert));
     }
-    if p.score > 0.1 && p.score < 0.5 {
+    if p.tx_type.as_str() == "CASH_OUT" && p.score < 0.05 {
         hits.push(hit("watch-band", RuleAction::Tag));
     }
     hits
@@ -78,7 +78,7 @@ async fn rules_published_mid_stream_decide_on_every_scorer() {
             "name_orig.contains('7')",
             RuleAction::Suppress,
         ),
-        rule("watch-band", "score > 0.1 && score < 0.5", RuleAction::Tag),
+        rule("watch-band", "type == 'CASH_OUT' && score < 0.05", RuleAction::Tag),
         rule("broken", "amount >", RuleAction::Alert),
     ];
     for r in &rules {
