@@ -32,7 +32,8 @@ for i in range(200):
     rows.append(
         f"('tx-{i}', 'C{i % 7}', 'TRANSFER', {i * 10.5}, {t}, 0, {t}, 40, 40, {0.97 if alert else 0.1}, {alert}, 0.9,"
         f" 'paysim', {1 + i % 2}, {0.5 if i % 3 == 0 else 'NULL'}, {3 if i % 3 == 0 else 'NULL'},"
-        f" {['amount'] if alert else []}, {[1.5] if alert else []})"
+        f" {['amount'] if alert else []}, {[1.5] if alert else []},"
+        f" {['big-transfer'] if alert else []}, {[2] if alert else []}, {['ALERT'] if alert else []}, 5)"
     )
     labels.append(f"('tx-{i}', {alert}, {t + 3600}, 0)")
     txs.append(f"('tx-{i}', {t}, 0, 1, 'TRANSFER', {i * 10.5}, 'C{i % 7}', 100, 0, 'C9', 0, 0, 0, 0, {i})")
