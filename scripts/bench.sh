@@ -80,13 +80,31 @@ scorer_run() { # $1 = run tag, rest = extra flags; the models topic is $MT (defa
   local g="bench-$1-$ID"; shift
   peak_rss "$BIN/scorer" --instance-id "$g" --group "$g" --transactions-topic "bench-tx-1-$ID" \
     --predictions-topic "$g-out" --alerts-topic "$g-alerts" --dlq-topic "$g-dlq" --models-topic "${MT:-$MODELS}" \
-    --metrics-addr 127.0.0.1:0 --stop-after "$STREAM_ROWS" --commit-interval-ms 100 "$@" 2>/dev/null | rate_of
+    --rules-topic "${RT:-bench-rules0-$ID}" --metrics-addr 127.0.0.1:0 --stop-after "$STREAM_ROWS" --commit-interval-ms 100 "$@" 2>/dev/null | rate_of
 }
 sc=(); pt=(); ratio=(); rss=(); sk=(); sk_rss=(); raw=(); sk_ratio=(); small=(); small_ratio=(); lg=(); lg_ratio=()
 cpu=(); pt_cpu=(); pt_rss=(); big=(); big_rss=()
 # The scorer/passthrough ratio moves most from run to run on a shared machine: $PAIRS pairs, each
 # side by side, with nothing else (such as ClickHouse merging the sink's inserts) in between.
 PAIRS="${PAIRS:-5}"
+# Analyst rules: 10 and 50 enabled, each a typical condition over fields, features and the score
+# (most transactions fail the first comparison, as most rules' first clause is selective).
+rules10=(); rules50=(); rules10_ratio=(); rules50_ratio=()
+rule_expr() { # $1 = index
+  case $(($1 % 5)) in
+    0) echo "type == 'TRANSFER' && amount > $((100000 + $1 * 5000)) && orig_steps_since_last == -1" ;;
+    1) echo "type in ['CASH_OUT', 'TRANSFER'] && orig_emptied == 1 && amount > $((1000 * $1))" ;;
+    2) echo "name_dest.startsWith('C9$(($1 % 10))') && score > 0.$(($1 % 9 + 1))" ;;
+    3) echo "orig_tx_count_window > $(($1 % 4 + 3)) && orig_amount_sum_window > $((50000 * $1))" ;;
+    4) echo "amount_to_balance_org > 0.$(($1 % 9 + 1)) && hour_of_day < 6 && type != 'PAYMENT'" ;;
+  esac
+}
+for n in 10 50; do
+  for k in $(seq 1 "$n"); do
+    "$BIN/trainer" rules --rules-topic "bench-rules$n-$ID" add "r$k" --expr "$(rule_expr "$k")" \
+      --action "$([ $((k % 3)) -eq 0 ] && echo tag || echo alert)" >/dev/null
+  done
+done
 for i in $(seq 1 "$PAIRS"); do
   sc+=("$(scorer_run "score$i")"); rss+=("$(rss_mb)"); cpu+=("$(cpu_us "$STREAM_ROWS")")
   pt+=("$(scorer_run "pass$i" --passthrough)"); pt_rss+=("$(rss_mb)"); pt_cpu+=("$(cpu_us "$STREAM_ROWS")")
@@ -98,6 +116,11 @@ for i in $(seq 1 "$PAIRS"); do
   # The same model scored by LightGBM's own predict and SHAP instead of the native evaluation.
   lg+=("$(scorer_run "lgbm$i" --lightgbm-predict)")
   lg_ratio+=("$(awk -v a="${lg[-1]}" -v b="${pt[-1]}" 'BEGIN {printf "%.2f", a / b}')")
+  rules10+=("$(RT="bench-rules10-$ID" scorer_run "rules10-$i")")
+  rules50+=("$(RT="bench-rules50-$ID" scorer_run "rules50-$i")")
+  rules10_ratio+=("$(awk -v a="${rules10[-1]}" -v b="${sc[-1]}" 'BEGIN {printf "%.2f", a / b}')")
+  rules50_ratio+=("$(awk -v a="${rules50[-1]}" -v b="${sc[-1]}" 'BEGIN {printf "%.2f", a / b}')")
+  log "scorer with 10 / 50 rules: ${rules10[-1]} / ${rules50[-1]} tx/s (${rules10_ratio[-1]} / ${rules50_ratio[-1]} of no rules)"
   log "scorer run $i: ${sc[-1]} tx/s, passthrough ${pt[-1]} tx/s, ratio ${ratio[-1]}, scorer peak RSS ${rss[-1]} MiB (budget 256: ${big_rss[-1]} MiB, ${big[-1]} tx/s); compact model ${small[-1]} tx/s, ratio ${small_ratio[-1]}; LightGBM's predict ${lg[-1]} tx/s"
 done
 
@@ -199,6 +222,8 @@ mkdir -p bench/results
   echo "| scorer (LightGBM's predict) / passthrough, per run | $(printf '%s\n' "${lg_ratio[@]}" | median) | ${lg_ratio[*]} | |"
   echo "| scorer with a compact model ($SMALL_ROUNDS trees, same data, holdout PR-AUC $small_auc) | $(printf '%s\n' "${small[@]}" | median) tx/s | ${small[*]} | |"
   echo "| scorer (compact model) / passthrough, per run | $(printf '%s\n' "${small_ratio[@]}" | median) | ${small_ratio[*]} | |"
+  echo "| scorer with 10 analyst rules (CEL, compiled): tx/s, / no rules per run | $(printf '%s\n' "${rules10[@]}" | median) tx/s, $(printf '%s\n' "${rules10_ratio[@]}" | median) | ${rules10[*]}; ${rules10_ratio[*]} | |"
+  echo "| scorer with 50 analyst rules: tx/s, / no rules per run | $(printf '%s\n' "${rules50[@]}" | median) tx/s, $(printf '%s\n' "${rules50_ratio[@]}" | median) | ${rules50[*]}; ${rules50_ratio[*]} | ≥ 0.85 |"
   echo "| scorer peak RSS (default --memory-budget-mib 16) | $(printf '%s\n' "${rss[@]}" | median) MiB | ${rss[*]} | ≤ 96 MiB |"
   echo "| scorer with --memory-budget-mib 256 (64 MiB prefetch and producer queues, as librdkafka's defaults give): tx/s, peak RSS | $(printf '%s\n' "${big[@]}" | median) tx/s, $(printf '%s\n' "${big_rss[@]}" | median) MiB | ${big[*]}; ${big_rss[*]} | |"
   echo "| passthrough peak RSS | $(printf '%s\n' "${pt_rss[@]}" | median) MiB | ${pt_rss[*]} | |"
