@@ -36,6 +36,17 @@ rss_mb() { echo $(( $(tail -1 "$WORK/rss" | cut -d' ' -f1) / 1024 )); }
 # cpu_us N: the last run's user + system CPU per record, in µs, over N records.
 cpu_us() { tail -1 "$WORK/rss" | awk -v n="$1" '{printf "%.2f", ($2 + $3) * 1e6 / n}'; }
 log() { echo "  $*" >&2; }
+# Analyst rule k of the bench's rule sets: typical conditions over fields, features and the score,
+# selective as analysts write them (together they add well under 1% of alerts).
+rule_expr() { # $1 = index
+  case $(($1 % 5)) in
+    0) echo "type == 'TRANSFER' && amount > $((5000000 + $1 * 100000)) && orig_steps_since_last == -1" ;;
+    1) echo "type in ['CASH_OUT', 'TRANSFER'] && orig_emptied == 1 && amount > $((5000000 + 100000 * $1))" ;;
+    2) echo "name_dest.startsWith('C9$(($1 % 10))') && score > 0.9" ;;
+    3) echo "orig_tx_count_window > $(($1 % 4 + 8)) && orig_amount_sum_window > $((1000000 * $1))" ;;
+    4) echo "amount_to_balance_org > $((50 + $1)) && oldbalance_org > 10000 && hour_of_day < 3 && type != 'PAYMENT'" ;;
+  esac
+}
 
 echo "bench: $RUNS runs each, $ROWS simulated rows ($PROFILE profile), $(nproc) cores" >&2
 sim=(); pub=()
@@ -71,7 +82,11 @@ small_auc=$(echo "$small_out" | grep -Eo 'PR-AUC [0-9.]+' | head -1 | grep -Eo '
 log "compact model: $SMALL_ROUNDS rounds, holdout PR-AUC $small_auc"
 
 # What the scorer's scoring stage costs per record, stage by stage, without Kafka.
-stages=$("$BIN/examples/stages" "$WORK/stream.csv" "$WORK/model.txt" 2>/dev/null)
+# 50 analyst rules (those of the scorer rows below) evaluated on every record, apart from the total.
+for k in $(seq 1 50); do
+  printf '%s\t%s\n' "$([ $((k % 3)) -eq 0 ] && echo tag || echo alert)" "$(rule_expr "$k")"
+done >"$WORK/rules.tsv"
+stages=$(RULES_FILE="$WORK/rules.tsv" "$BIN/examples/stages" "$WORK/stream.csv" "$WORK/model.txt" 2>/dev/null)
 log "scoring stages (CPU per record):"$'\n'"$stages"
 stage_us() { echo "$stages" | awk -v s="$1" '$1 == s":" {print $2}'; }
 
@@ -87,18 +102,8 @@ cpu=(); pt_cpu=(); pt_rss=(); big=(); big_rss=()
 # The scorer/passthrough ratio moves most from run to run on a shared machine: $PAIRS pairs, each
 # side by side, with nothing else (such as ClickHouse merging the sink's inserts) in between.
 PAIRS="${PAIRS:-5}"
-# Analyst rules: 10 and 50 enabled, each a typical condition over fields, features and the score
-# (most transactions fail the first comparison, as most rules' first clause is selective).
+# Analyst rules: 10 and 50 enabled (rule_expr above), published with `trainer rules add`.
 rules10=(); rules50=(); rules10_ratio=(); rules50_ratio=()
-rule_expr() { # $1 = index
-  case $(($1 % 5)) in
-    0) echo "type == 'TRANSFER' && amount > $((100000 + $1 * 5000)) && orig_steps_since_last == -1" ;;
-    1) echo "type in ['CASH_OUT', 'TRANSFER'] && orig_emptied == 1 && amount > $((1000 * $1))" ;;
-    2) echo "name_dest.startsWith('C9$(($1 % 10))') && score > 0.$(($1 % 9 + 1))" ;;
-    3) echo "orig_tx_count_window > $(($1 % 4 + 3)) && orig_amount_sum_window > $((50000 * $1))" ;;
-    4) echo "amount_to_balance_org > 0.$(($1 % 9 + 1)) && hour_of_day < 6 && type != 'PAYMENT'" ;;
-  esac
-}
 for n in 10 50; do
   for k in $(seq 1 "$n"); do
     "$BIN/trainer" rules --rules-topic "bench-rules$n-$ID" add "r$k" --expr "$(rule_expr "$k")" \
@@ -246,11 +251,12 @@ mkdir -p bench/results
   echo
   echo "Scoring stage, CPU per record without Kafka ($STREAM_ROWS transactions in batches of 10k, the trainer's"
   echo "model, fastest of 5 passes; \`scorer/examples/stages.rs\`). Predict and SHAP are the native evaluation"
-  echo "of the model's trees (served: $(echo "$stages" | awk '$1 == "native:" {print $2}')); LightGBM's own, on the same rows, for comparison:"
+  echo "of the model's trees (served: $(echo "$stages" | awk '$1 == "native:" {print $2}')); LightGBM's own, on the same rows, for comparison; and the"
+  echo "50 analyst rules of the row above evaluated on every record (not in the total):"
   echo
-  echo "| decode | features + account state | predict | SHAP reasons (alerts only) | encode | total | LightGBM predict | LightGBM SHAP |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
-  echo "| $(stage_us decode) µs | $(stage_us features) µs | $(stage_us predict) µs | $(stage_us reasons) µs | $(stage_us encode) µs | $(stage_us total) µs | $(stage_us lightgbm-predict) µs | $(stage_us lightgbm-reasons) µs |"
+  echo "| decode | features + account state | predict | SHAP reasons (alerts only) | encode | total | LightGBM predict | LightGBM SHAP | 50 rules |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| $(stage_us decode) µs | $(stage_us features) µs | $(stage_us predict) µs | $(stage_us reasons) µs | $(stage_us encode) µs | $(stage_us total) µs | $(stage_us lightgbm-predict) µs | $(stage_us lightgbm-reasons) µs | $(stage_us rules-50) µs |"
 } | tee bench/results/latest.md
 
 # What TLS and passwords cost, side by side (bench/results/tls.md); BENCH_TLS=0 skips it.

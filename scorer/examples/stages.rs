@@ -2,9 +2,12 @@
 //!
 //! `stages CSV MODEL [ROWS]`: encodes ROWS transactions of a PaySim CSV as the producer does, then
 //! times decode → features → predict → reasons → encode over them in batches, as the scorer does.
+//! With `RULES_FILE` (lines of `action<TAB>CEL expression`), also the analyst rules' evaluation
+//! on every record (reported apart from the total).
 use fraudstream_common::features::{push_features, AccountHistory, TxView, N_FEATURES};
 use fraudstream_common::model::LoadedModel;
-use fraudstream_schemas::{Codec, Prediction, Transaction};
+use fraudstream_common::rules::{Input, RuleSet};
+use fraudstream_schemas::{Codec, Prediction, Rule, Transaction};
 use std::time::Instant;
 
 // As in the scorer: allocation costs are part of what this measures.
@@ -46,8 +49,11 @@ async fn main() -> anyhow::Result<()> {
     let mut best = [f64::MAX; 5];
     // LightGBM's own predict and SHAP on the same rows, for comparison (not in the total).
     let mut lightgbm_best = [f64::MAX; 2];
+    let rules = rule_set()?;
+    let mut rules_best = f64::MAX;
     let mut alerts = 0;
     for _ in 0..passes {
+        let mut rules_secs = 0f64;
         let mut t = [0f64; 5];
         let mut lightgbm = [0f64; 2];
         let mut history = AccountHistory::default();
@@ -69,6 +75,22 @@ async fn main() -> anyhow::Result<()> {
             let s = Instant::now();
             let scores = model.predict(&rows)?;
             t[2] += s.elapsed().as_secs_f64();
+            let s = Instant::now();
+            let mut hits = Vec::new();
+            for (i, (tx, score)) in txs.iter().zip(&scores).enumerate() {
+                hits.clear();
+                let input = Input {
+                    features: &rows[i * N_FEATURES..(i + 1) * N_FEATURES],
+                    score: *score,
+                    tx_type: tx.tx_type,
+                    name_orig: &tx.name_orig,
+                    name_dest: &tx.name_dest,
+                    is_flagged_fraud: tx.is_flagged_fraud,
+                };
+                rules.evaluate(&input, &mut hits);
+                std::hint::black_box(&hits);
+            }
+            rules_secs += s.elapsed().as_secs_f64();
             let s = Instant::now();
             let reference = model.lightgbm_predict(&rows)?;
             lightgbm[0] += s.elapsed().as_secs_f64();
@@ -121,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
         for (b, x) in lightgbm_best.iter_mut().zip(lightgbm) {
             *b = b.min(x);
         }
+        rules_best = rules_best.min(rules_secs);
     }
     let names = ["decode", "features", "predict", "reasons", "encode"];
     let total: f64 = best.iter().sum();
@@ -139,5 +162,33 @@ async fn main() -> anyhow::Result<()> {
     {
         println!("{name}: {:7.3} µs/record", secs * 1e6 / n as f64);
     }
+    println!(
+        "rules-{}: {:7.3} µs/record",
+        rules.active(),
+        rules_best * 1e6 / n as f64
+    );
     Ok(())
+}
+
+/// The rules of `RULES_FILE` (none without it).
+fn rule_set() -> anyhow::Result<RuleSet> {
+    let mut set = RuleSet::default();
+    let Ok(path) = std::env::var("RULES_FILE") else {
+        return Ok(set);
+    };
+    for (i, line) in std::fs::read_to_string(&path)?.lines().enumerate() {
+        let (action, expression) = line.split_once('\t').unwrap_or(("tag", line));
+        let rule = Rule {
+            id: format!("r{i}"),
+            version: 1,
+            expression: expression.to_string(),
+            action: action.parse().map_err(anyhow::Error::msg)?,
+            description: String::new(),
+            owner: String::new(),
+            enabled: true,
+            updated_at: 0,
+        };
+        set.apply(&rule.id.clone(), Some(rule), i as i64)?;
+    }
+    Ok(set)
 }

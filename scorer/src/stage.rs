@@ -367,7 +367,7 @@ impl Stage {
                 let input = Input {
                     features: &self.rows[i * N_FEATURES..(i + 1) * N_FEATURES],
                     score,
-                    tx_type: tx.tx_type.as_str(),
+                    tx_type: tx.tx_type,
                     name_orig: &tx.name_orig,
                     name_dest: &tx.name_dest,
                     is_flagged_fraud: tx.is_flagged_fraud,

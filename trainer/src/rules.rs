@@ -161,7 +161,7 @@ pub async fn backtest(
         let input = Input {
             features: &features,
             score: r.score,
-            tx_type: tx_type.as_str(),
+            tx_type,
             name_orig: &r.name_orig,
             name_dest: &r.name_dest,
             is_flagged_fraud: r.is_flagged_fraud == 1,

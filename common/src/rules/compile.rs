@@ -6,6 +6,7 @@
 
 use crate::features::FEATURE_NAMES;
 use cel::common::ast::{operators as op, Expr, IdedExpr, LiteralValue};
+use fraudstream_schemas::TransactionType;
 
 /// What a rule can read of one transaction.
 #[derive(Debug, Clone, Copy)]
@@ -14,7 +15,7 @@ pub struct Input<'a> {
     pub features: &'a [f64],
     /// The champion's score.
     pub score: f64,
-    pub tx_type: &'a str,
+    pub tx_type: TransactionType,
     pub name_orig: &'a str,
     pub name_dest: &'a str,
     pub is_flagged_fraud: bool,
@@ -39,10 +40,36 @@ pub(crate) enum Num {
     Feature(usize),
     Score,
     Neg(Box<Num>),
-    Arith(char, Box<Num>, Box<Num>),
+    Arith(Arith, Box<Num>, Box<Num>),
     Size(Str),
     Trunc(Box<Num>),
     If(Box<Bool>, Box<Num>, Box<Num>),
+}
+
+/// Operators as enums: matched per evaluation, so no string compare on the hot path.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cmp {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Arith {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StrFn {
+    StartsWith,
+    EndsWith,
+    Contains,
 }
 
 #[derive(Debug, Clone)]
@@ -57,11 +84,13 @@ pub(crate) enum Str {
 pub(crate) enum Bool {
     Const(bool),
     Flagged,
-    Cmp(&'static str, Num, Num),
+    Cmp(Cmp, Num, Num),
     StrEq(bool, Str, Str),
+    /// `type == 'X'` (or `!=`) and `type in [...]`: a bit per type, checked without a string compare.
+    TypeIn(bool, u8),
     StrIn(Str, Vec<String>),
     NumIn(Num, Vec<f64>),
-    StrFn(&'static str, Str, Str),
+    StrFn(StrFn, Str, Str),
     Same(bool, Box<Bool>, Box<Bool>),
     And(Box<Bool>, Box<Bool>),
     Or(Box<Bool>, Box<Bool>),
@@ -192,8 +221,15 @@ fn call(name: &str, a: &[&IdedExpr]) -> Result<Typed, String> {
             two(name)?;
             let symbol = name.chars().nth(1).expect("operator names are _x_");
             let what = format!("`{symbol}`");
+            let o = match name {
+                op::ADD => Arith::Add,
+                op::SUBSTRACT => Arith::Sub,
+                op::MULTIPLY => Arith::Mul,
+                op::DIVIDE => Arith::Div,
+                _ => Arith::Rem,
+            };
             Typed::Num(Num::Arith(
-                symbol,
+                o,
                 Box::new(num(a[0], &what)?),
                 Box::new(num(a[1], &what)?),
             ))
@@ -204,13 +240,14 @@ fn call(name: &str, a: &[&IdedExpr]) -> Result<Typed, String> {
         }
         op::LESS | op::LESS_EQUALS | op::GREATER | op::GREATER_EQUALS => {
             two(name)?;
-            let symbol = &name[1..name.len() - 1];
-            let what = format!("`{symbol}`");
-            let symbol = ["<", "<=", ">", ">="]
-                .into_iter()
-                .find(|s| *s == symbol)
-                .expect("one of the four");
-            Typed::Bool(Bool::Cmp(symbol, num(a[0], &what)?, num(a[1], &what)?))
+            let what = format!("`{}`", &name[1..name.len() - 1]);
+            let o = match name {
+                op::LESS => Cmp::Lt,
+                op::LESS_EQUALS => Cmp::Le,
+                op::GREATER => Cmp::Gt,
+                _ => Cmp::Ge,
+            };
+            Typed::Bool(Bool::Cmp(o, num(a[0], &what)?, num(a[1], &what)?))
         }
         op::IN => {
             two("in")?;
@@ -228,11 +265,12 @@ fn call(name: &str, a: &[&IdedExpr]) -> Result<Typed, String> {
         }
         "startsWith" | "endsWith" | "contains" => {
             two(name)?;
-            let name = ["startsWith", "endsWith", "contains"]
-                .into_iter()
-                .find(|n| *n == name)
-                .expect("one of the three");
-            Typed::Bool(Bool::StrFn(name, string(a[0], name)?, string(a[1], name)?))
+            let f = match name {
+                "startsWith" => StrFn::StartsWith,
+                "endsWith" => StrFn::EndsWith,
+                _ => StrFn::Contains,
+            };
+            Typed::Bool(Bool::StrFn(f, string(a[0], name)?, string(a[1], name)?))
         }
         "size" => Typed::Num(Num::Size(string(a[0], "size")?)),
         "double" => Typed::Num(num(a[0], "double()")?),
@@ -249,13 +287,15 @@ fn call(name: &str, a: &[&IdedExpr]) -> Result<Typed, String> {
 fn equality(eq: bool, l: Typed, r: Typed) -> Result<Typed, String> {
     Ok(Typed::Bool(match (l, r) {
         (Typed::Num(x), Typed::Num(y)) => {
-            let c = Bool::Cmp("==", x, y);
+            let c = Bool::Cmp(Cmp::Eq, x, y);
             if eq {
                 c
             } else {
                 Bool::Not(Box::new(c))
             }
         }
+        (Typed::Str(Str::Type), Typed::Str(Str::Const(c)))
+        | (Typed::Str(Str::Const(c)), Typed::Str(Str::Type)) => Bool::TypeIn(eq, type_bit(&c)?),
         (Typed::Str(x), Typed::Str(y)) => Bool::StrEq(eq, x, y),
         (Typed::Bool(x), Typed::Bool(y)) => Bool::Same(eq, Box::new(x), Box::new(y)),
         (x, y) => return Err(format!("`==` compares {} with {}", x.kind(), y.kind())),
@@ -272,6 +312,16 @@ fn membership(item: Typed, list: &IdedExpr) -> Result<Typed, String> {
         .map(typed)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Typed::Bool(match item {
+        Typed::Str(Str::Type) => {
+            let mut mask = 0;
+            for e in elements {
+                match e {
+                    Typed::Str(Str::Const(c)) => mask |= type_bit(&c)?,
+                    _ => return Err("a string `in` list holds string literals only".into()),
+                }
+            }
+            Bool::TypeIn(true, mask)
+        }
         Typed::Str(s) => Bool::StrIn(
             s,
             elements
@@ -296,6 +346,17 @@ fn membership(item: Typed, list: &IdedExpr) -> Result<Typed, String> {
     }))
 }
 
+/// The bit of transaction type `name`; an unknown type is an error (a typo would never match).
+fn type_bit(name: &str) -> Result<u8, String> {
+    let t: TransactionType = name.parse().map_err(|_| {
+        format!(
+            "there is no transaction type {name:?}: use {}",
+            TransactionType::ALL.map(|t| t.as_str()).join(", ")
+        )
+    })?;
+    Ok(1 << t as u8)
+}
+
 impl Num {
     fn eval(&self, x: &Input<'_>) -> f64 {
         match self {
@@ -306,11 +367,11 @@ impl Num {
             Num::Arith(o, l, r) => {
                 let (l, r) = (l.eval(x), r.eval(x));
                 match o {
-                    '+' => l + r,
-                    '-' => l - r,
-                    '*' => l * r,
-                    '/' => l / r,
-                    _ => l % r,
+                    Arith::Add => l + r,
+                    Arith::Sub => l - r,
+                    Arith::Mul => l * r,
+                    Arith::Div => l / r,
+                    Arith::Rem => l % r,
                 }
             }
             Num::Size(s) => s.eval(x).chars().count() as f64,
@@ -330,7 +391,7 @@ impl Str {
     fn eval<'a>(&'a self, x: &Input<'a>) -> &'a str {
         match self {
             Str::Const(c) => c,
-            Str::Type => x.tx_type,
+            Str::Type => x.tx_type.as_str(),
             Str::NameOrig => x.name_orig,
             Str::NameDest => x.name_dest,
         }
@@ -344,15 +405,16 @@ impl Bool {
             Bool::Flagged => x.is_flagged_fraud,
             Bool::Cmp(o, l, r) => {
                 let (l, r) = (l.eval(x), r.eval(x));
-                match *o {
-                    "<" => l < r,
-                    "<=" => l <= r,
-                    ">" => l > r,
-                    ">=" => l >= r,
-                    _ => l == r,
+                match o {
+                    Cmp::Lt => l < r,
+                    Cmp::Le => l <= r,
+                    Cmp::Gt => l > r,
+                    Cmp::Ge => l >= r,
+                    Cmp::Eq => l == r,
                 }
             }
             Bool::StrEq(eq, l, r) => (l.eval(x) == r.eval(x)) == *eq,
+            Bool::TypeIn(eq, mask) => (mask & (1 << x.tx_type as u8) != 0) == *eq,
             Bool::StrIn(s, list) => {
                 let s = s.eval(x);
                 list.iter().any(|c| c == s)
@@ -363,10 +425,10 @@ impl Bool {
             }
             Bool::StrFn(f, s, arg) => {
                 let (s, arg) = (s.eval(x), arg.eval(x));
-                match *f {
-                    "startsWith" => s.starts_with(arg),
-                    "endsWith" => s.ends_with(arg),
-                    _ => s.contains(arg),
+                match f {
+                    StrFn::StartsWith => s.starts_with(arg),
+                    StrFn::EndsWith => s.ends_with(arg),
+                    StrFn::Contains => s.contains(arg),
                 }
             }
             Bool::Same(eq, l, r) => (l.eval(x) == r.eval(x)) == *eq,

@@ -22,11 +22,11 @@ fn features(pairs: &[(&str, f64)]) -> Vec<f64> {
     f
 }
 
-fn input<'a>(f: &'a [f64], tx_type: &'a str) -> Input<'a> {
+fn input<'a>(f: &'a [f64], tx_type: &str) -> Input<'a> {
     Input {
         features: f,
         score: 0.25,
-        tx_type,
+        tx_type: tx_type.parse().unwrap(),
         name_orig: "C123",
         name_dest: "M456",
         is_flagged_fraud: false,
@@ -62,6 +62,10 @@ fn expressions_evaluate_as_cel_defines_them() {
             true,
         ),
         ("type != 'TRANSFER' || false", false),
+        (
+            "'TRANSFER' == type && !(type in ['DEBIT', 'CASH_IN'])",
+            true,
+        ),
     ];
     for (expression, want) in cases {
         assert_eq!(eval(expression, &x), want, "{expression}");
@@ -89,6 +93,12 @@ fn bad_rules_are_refused_with_the_reason() {
     assert!(refused("amount").contains("not a condition"));
     assert!(refused("type > 5").contains("needs a number, got a string"));
     assert!(refused("type == 5").contains("compares a string with a number"));
+    let typo = refused("type == 'TRANSFERS'");
+    assert!(
+        typo.contains("no transaction type \"TRANSFERS\"") && typo.contains("CASH_OUT"),
+        "{typo}"
+    );
+    assert!(refused("type in ['PAYMENT', 'WIRE']").contains("no transaction type \"WIRE\""));
     assert!(refused("matches(name_orig, 'C.*')").contains("`matches` is not supported"));
     assert!(refused("tx.amount > 5").contains("fields are plain names"));
 }

@@ -78,7 +78,11 @@ async fn rules_published_mid_stream_decide_on_every_scorer() {
             "name_orig.contains('7')",
             RuleAction::Suppress,
         ),
-        rule("watch-band", "type == 'CASH_OUT' && score < 0.05", RuleAction::Tag),
+        rule(
+            "watch-band",
+            "type == 'CASH_OUT' && score < 0.05",
+            RuleAction::Tag,
+        ),
         rule("broken", "amount >", RuleAction::Alert),
     ];
     for r in &rules {
