@@ -9,7 +9,8 @@ BIN="$CARGO_TARGET_DIR/release"
 ref="$(mktemp)"
 {
   for cmd in "producer simulate" "producer split" "producer stats" "producer publish" "producer replay-dlq" "scorer" "sink" \
-    "trainer bootstrap" "trainer train" "trainer watch" "trainer features" "trainer import" "trainer evaluate" "trainer list" "trainer show" "trainer promote" "trainer rollback"; do
+    "trainer bootstrap" "trainer train" "trainer watch" "trainer features" "trainer import" "trainer evaluate" "trainer list" "trainer show" "trainer promote" "trainer rollback" \
+    "trainer rules" "trainer rules add" "trainer rules update" "trainer rules test"; do
     echo "<details><summary><code>$cmd --help</code></summary>"
     echo
     echo '```text'
