@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build prerequisites that rustup and Debian's defaults lack, installed idempotently:
 #  - CMake >= 3.28 for LightGBM (Debian 12 ships 3.25), from PyPI into ~/.cache/fraudstream/cmake;
-#  - libclang for LightGBM's bindgen, from Debian.
+#  - libclang for LightGBM's bindgen, from Debian;
+#  - chromium and chromium-driver for the review page's browser test, from Debian.
 # Prints nothing when everything is there.
 set -euo pipefail
 CACHE="${FRAUDSTREAM_CACHE:-$HOME/.cache/fraudstream}"
@@ -25,6 +26,12 @@ if ! command -v promtool >/dev/null; then
   echo "[deps] installing prometheus (for promtool) from Debian" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+# Chromium and ChromeDriver (Debian's) drive the review page's end-to-end test in a real browser.
+if [ ! -x /usr/bin/chromedriver ] || [ ! -x /usr/bin/chromium ]; then
+  echo "[deps] installing chromium and chromium-driver from Debian (the review page's browser test)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2 && apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 # chDB (current ClickHouse, in-process) proves the DDL and dashboard SQL beyond Debian's 18.16.
 CHDB_DIR="$CACHE/chdb"

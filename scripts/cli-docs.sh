@@ -4,13 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fraudstream/target}"
-cargo build -q --release -p producer -p scorer -p sink -p trainer
+cargo build -q --release -p producer -p scorer -p sink -p trainer -p review
 BIN="$CARGO_TARGET_DIR/release"
 ref="$(mktemp)"
 {
   for cmd in "producer simulate" "producer split" "producer stats" "producer publish" "producer replay-dlq" "scorer" "sink" \
     "trainer bootstrap" "trainer train" "trainer watch" "trainer features" "trainer import" "trainer evaluate" "trainer list" "trainer show" "trainer promote" "trainer rollback" \
-    "trainer rules" "trainer rules add" "trainer rules update" "trainer rules test"; do
+    "trainer rules" "trainer rules add" "trainer rules update" "trainer rules test" "review serve" "review hash-password"; do
     echo "<details><summary><code>$cmd --help</code></summary>"
     echo
     echo '```text'

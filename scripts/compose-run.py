@@ -4,7 +4,7 @@
 1. Loads the compose file with the real compose-spec loader (deploy/compose-check, the Go module
    `docker compose config` uses): interpolation, anchors and merge keys, schema validation.
 2. Runs the project's own compose services natively, in compose's start order: `init`, then
-   `producer`, both `scorer` replicas, `sink`, and `trainer` once the sink is healthy, each with
+   `producer`, both `scorer` replicas, `sink`, `review`, and `trainer` once the sink is healthy, each with
    exactly the `entrypoint`/`command` and `environment` compose resolved. Only addresses are
    mapped (service hostnames to the local services, `0.0.0.0:PORT` to a free 127.0.0.1 port, the
    `/data` volume to a temp dir), and, for isolation from other runs on the same broker, topic,
@@ -66,6 +66,7 @@ class Run:
         self.procs = Processes(keep_logs or os.path.join(self.data, "logs"))
         self.database = self.prefix.replace("-", "_")
         self.clickhouse = ClickHouse(CLICKHOUSE, self.database)
+        self.envs = {}  # key -> the environment a service was started with
         # Isolation: names only, never a setting the compose file makes.
         p = self.prefix
         self.isolation = {
@@ -76,6 +77,7 @@ class Run:
             "FRAUDSTREAM_DLQ_TOPIC": f"{p}-transactions-dlq",
             "FRAUDSTREAM_SINK_DLQ_TOPIC": f"{p}-predictions-dlq",
             "FRAUDSTREAM_MODELS_TOPIC": f"{p}-models",
+            "FRAUDSTREAM_RULES_TOPIC": f"{p}-rules",
             "FRAUDSTREAM_SCORER_GROUP": f"{p}-scorer",
             "FRAUDSTREAM_SINK_GROUP": f"{p}-sink",
         }
@@ -115,6 +117,7 @@ class Run:
         full["PATH"] = BIN + os.pathsep + full["PATH"]
         full["HOSTNAME"] = f"{self.prefix}-{name}-{replica}"
         key = f"{name}-{replica}"
+        self.envs[key] = full
         if one_shot_timeout:
             return self.procs.run(key, argv, full, self.data, one_shot_timeout)
         return self.procs.start(key, argv, full, self.data, ports[0] if ports else None)
@@ -168,6 +171,31 @@ def used_metrics():
     return used
 
 
+def check_review(run, review):
+    """The review page answers as compose serves it: the queue sends to the login, the first user
+    (made by init from REVIEW_PASSWORD) logs in and sees the queue."""
+    import http.client
+    import urllib.parse
+    addr = run.envs[review]["FRAUDSTREAM_REVIEW_ADDR"]
+    conn = http.client.HTTPConnection(addr, timeout=10)
+    conn.request("GET", "/")
+    r = conn.getresponse(); r.read()
+    if r.status != 303 or r.getheader("location") != "/login":
+        fail(f"review: / without a session answered {r.status} {r.getheader('location')}")
+    password = run.service("init")["environment"]["REVIEW_PASSWORD"]
+    body = urllib.parse.urlencode({"user": "analyst", "password": password})
+    conn.request("POST", "/login", body, {"Content-Type": "application/x-www-form-urlencoded"})
+    r = conn.getresponse(); r.read()
+    cookie = (r.getheader("set-cookie") or "").split(";")[0]
+    if r.status != 303 or not cookie:
+        fail(f"review: the init-made user could not log in ({r.status})")
+    conn.request("GET", "/", headers={"Cookie": cookie})
+    r = conn.getresponse(); page = r.read().decode()
+    if r.status != 200 or "Open alerts" not in page:
+        fail(f"review: the queue answered {r.status}")
+    log("review page: the queue needs a login; the user init made logs in and sees the queue")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--timeout", type=float, default=900, help="seconds for the whole run")
@@ -188,9 +216,12 @@ def main():
         scorers = [run.start("scorer", i) for i in range(1, replicas + 1)]
         sink = run.start("sink")
         producer = run.start("producer")
+        review = run.start("review")
         procs.wait_healthy(sink, 120)
         for s in scorers:
             procs.wait_healthy(s, 120)
+        procs.wait_healthy(review, 60)
+        check_review(run, review)
         trainer = run.start("trainer")  # depends_on: sink healthy
         counts = (0, 0, 0)
         while not (all(counts) and run.trainings() >= 1):
@@ -226,7 +257,7 @@ def main():
         if dup != "0":
             fail(f"duplicate predictions: {dup}")
         log(f"producer stopped: {tx} transactions, {pred} predictions, one each")
-        procs.stop_cleanly(trainer, *scorers, sink)
+        procs.stop_cleanly(trainer, *scorers, sink, review)
         log(f"every service stopped cleanly; compose run passed in {time.time() - started:.0f}s")
         ok = True
     finally:

@@ -24,7 +24,8 @@ RUN="demo-$(date +%s)"
 export FRAUDSTREAM_TRANSACTIONS_TOPIC="$RUN-transactions" FRAUDSTREAM_LABELS_TOPIC="$RUN-labels"
 export FRAUDSTREAM_PREDICTIONS_TOPIC="$RUN-predictions" FRAUDSTREAM_ALERTS_TOPIC="$RUN-fraud-alerts"
 export FRAUDSTREAM_DLQ_TOPIC="$RUN-transactions-dlq" FRAUDSTREAM_SINK_DLQ_TOPIC="$RUN-predictions-dlq"
-export FRAUDSTREAM_MODELS_TOPIC="$RUN-models" RUST_LOG="${RUST_LOG:-warn}"
+export FRAUDSTREAM_MODELS_TOPIC="$RUN-models" FRAUDSTREAM_RULES_TOPIC="$RUN-rules" RUST_LOG="${RUST_LOG:-warn}"
+REVIEW_ADDR="127.0.0.1:${DEMO_REVIEW_PORT:-8088}"
 mkdir -p "$DATA"
 pids=()
 stop_all() {
@@ -82,7 +83,7 @@ drift_summary() {
 }
 
 echo "== building (release)"
-cargo build -q --release -p producer -p scorer -p sink -p trainer
+cargo build -q --release -p producer -p scorer -p sink -p trainer -p review
 BIN="$CARGO_TARGET_DIR/release"
 
 echo "== 1. simulate $ROWS PaySim-like rows (card testing from step $DRIFT_STEP), split by time: 90% historical (training), 10% stream"
@@ -94,7 +95,15 @@ echo "== 2. ClickHouse database '$CLICKHOUSE_DATABASE' (fresh), first model from
 curl -sf "$CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS $CLICKHOUSE_DATABASE" >/dev/null
 "$BIN/trainer" bootstrap --csv "$DATA/historical.csv" --out "$DATA/model-v1.txt" --report "$DATA/reports/v1" --max-rounds 100 | grep -E 'trained|gate|report'
 
-echo "== 3. two scorers (one consumer group), the sink, and the trainer watching ClickHouse"
+echo "== 3. an analyst rule, two scorers (one consumer group), the sink, the trainer watching ClickHouse, the review page"
+# Tagged (recorded, no alert): large transfers out of an account not seen in the last 24 h.
+"$BIN/trainer" rules add big-transfer-new-account --owner demo --action tag \
+  --expr "type == 'TRANSFER' && amount > 1000000 && orig_steps_since_last == -1" | sed 's/^/   /'
+# The review page, with one analyst whose password is made for this run.
+DEMO_PASSWORD="$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+echo "demo:$(printf '%s\n' "$DEMO_PASSWORD" | "$BIN/review" hash-password)" >"$DATA/review-users"
+"$BIN/review" serve --users "$DATA/review-users" --listen "$REVIEW_ADDR" --metrics-addr 127.0.0.1:9114 >"$DATA/review.log" 2>&1 &
+pids+=($!)
 for i in 1 2; do
   "$BIN/scorer" --instance-id "$RUN-scorer-$i" --group "$RUN-scorer" --metrics-addr "127.0.0.1:911$i" >"$DATA/scorer-$i.log" 2>&1 &
   pids+=($!)
@@ -111,7 +120,7 @@ rm -f "$DATA/trainer-state.json"
   --report "$DATA/reports/latest" --max-rounds 100 --tolerance 0.005 --label-maturity 5s >"$DATA/trainer.log" 2>&1 &
 trainer_pid=$!
 pids+=($trainer_pid)
-for port in 9111 9112 9113; do
+for port in 9111 9112 9113 9114; do
   for _ in $(seq 1 120); do curl -sf "127.0.0.1:$port/health" >/dev/null && break; sleep 0.5; done
 done
 echo "   scorer: $(curl -s 127.0.0.1:9111/health)   sink: $(curl -s 127.0.0.1:9113/health)"
@@ -149,6 +158,8 @@ echo "  trainer: $(grep -c '^trained' "$DATA/trainer.log" || true) retraining(s)
 echo "  model versions (trainer list):"
 "$BIN/trainer" list | sed 's/^/    /'
 echo "  reports: $DATA/reports/v1.html, $DATA/reports/latest.html"
+echo "  rules: $(sql "SELECT count() FROM rule_hits") predictions matched big-transfer-new-account (tag), $(sql "SELECT sum(is_fraud) FROM rule_hits") of them fraud"
+echo "  review page: http://$REVIEW_ADDR (user demo, password $DEMO_PASSWORD): $(sql "SELECT count() FROM predictions FINAL WHERE is_alert = 1") alerts to review; up while the demo runs (DEMO_ARGS=--keep keeps it)"
 drift_summary
 
 echo
@@ -157,7 +168,7 @@ echo "  kcat -b $KAFKA_BROKERS -C -t $FRAUDSTREAM_ALERTS_TOPIC -c 3 -e -f 'key=%
 echo "  curl -s '$CLICKHOUSE_URL/?database=demo' --data-binary 'SELECT transaction_id, score, reason_features FROM predictions FINAL WHERE is_alert LIMIT 5'"
 echo "  curl -s 127.0.0.1:9111/metrics | grep ^scorer_      (while running: make demo DEMO_ARGS=--keep)"
 echo "  $BIN/trainer list    $BIN/trainer show 1    (with CLICKHOUSE_DATABASE=demo FRAUDSTREAM_MODELS_TOPIC=$FRAUDSTREAM_MODELS_TOPIC)"
-$KEEP && echo "  (--keep: scorers, sink and trainer still running: kill ${pids[*]})"
+$KEEP && echo "  (--keep: scorers, sink, trainer and review page still running: kill ${pids[*]})"
 if [ "$pred" -lt "$STREAM_ROWS" ] || [ "$tx" -lt "$STREAM_ROWS" ] || [ "$lab" -lt "$STREAM_ROWS" ]; then
   echo "demo: FAILED — not everything landed in ClickHouse (logs in $DATA)"; exit 1
 fi

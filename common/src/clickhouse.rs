@@ -236,6 +236,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "004_rules.sql",
         include_str!("../../deploy/clickhouse/004_rules.sql"),
     ),
+    (
+        5,
+        "005_analyst_labels.sql",
+        include_str!("../../deploy/clickhouse/005_analyst_labels.sql"),
+    ),
 ];
 
 /// An `ALTER TABLE ... ADD COLUMN` that ran before (ClickHouse 18.16 has no `IF NOT EXISTS` for

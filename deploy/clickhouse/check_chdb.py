@@ -35,7 +35,7 @@ for i in range(200):
         f" {['amount'] if alert else []}, {[1.5] if alert else []},"
         f" {['big-transfer'] if alert else []}, {[2] if alert else []}, {['ALERT'] if alert else []}, 5)"
     )
-    labels.append(f"('tx-{i}', {alert}, {t + 3600}, 0)")
+    labels.append(f"('tx-{i}', {alert}, {t + 3600}, 0, '{'ANALYST' if i % 20 == 0 else 'FILE'}', 'ana', '')")
     txs.append(f"('tx-{i}', {t}, 0, 1, 'TRANSFER', {i * 10.5}, 'C{i % 7}', 100, 0, 'C9', 0, 0, 0, 0, {i})")
 s.query("INSERT INTO predictions VALUES " + ",".join(rows))
 s.query("INSERT INTO labels VALUES " + ",".join(labels))

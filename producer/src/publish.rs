@@ -208,11 +208,7 @@ impl Sender {
     }
 
     fn send_label(&self, l: &PendingLabel) -> Result<(), PublishError> {
-        let label = Label {
-            transaction_id: l.transaction_id.clone(),
-            is_fraud: l.is_fraud,
-            labelled_at: now_millis(),
-        };
+        let label = Label::from_file(l.transaction_id.clone(), l.is_fraud, now_millis());
         let payload = Codec::encode_with_id(self.label_schema, &label)?;
         self.send(
             &self.cfg.labels_topic,

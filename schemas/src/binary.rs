@@ -6,7 +6,9 @@
 //! functions follow the field order of the `.avsc` files by hand. The tests check them against
 //! apache-avro byte for byte, both ways, so a schema change that is not mirrored here fails them.
 
-use crate::types::{Label, Prediction, Reason, RuleAction, RuleHit, Transaction, TransactionType};
+use crate::types::{
+    Label, LabelSource, Prediction, Reason, RuleAction, RuleHit, Transaction, TransactionType,
+};
 
 /// Appends Avro primitives to a buffer.
 pub(crate) struct Writer<'a>(pub &'a mut Vec<u8>);
@@ -208,6 +210,12 @@ impl Binary for Label {
         w.string(&self.transaction_id);
         w.boolean(self.is_fraud);
         w.long(self.labelled_at);
+        w.int(match self.source {
+            LabelSource::File => 0,
+            LabelSource::Analyst => 1,
+        });
+        w.string(&self.analyst);
+        w.string(&self.note);
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, String> {
@@ -215,6 +223,9 @@ impl Binary for Label {
             transaction_id: r.string("transaction_id")?,
             is_fraud: r.boolean("is_fraud")?,
             labelled_at: r.long("labelled_at")?,
+            source: LabelSource::ALL[r.index("source", LabelSource::ALL.len())?],
+            analyst: r.string("analyst")?,
+            note: r.string("note")?,
         })
     }
 }
@@ -475,17 +486,16 @@ mod tests {
                 transaction_id: g.string(),
                 is_fraud: g.coin(),
                 labelled_at: g.long(),
+                source: LabelSource::ALL[(g.next() % 2) as usize],
+                analyst: g.string(),
+                note: g.string(),
             });
         }
     }
 
     #[test]
     fn bad_bytes_are_named_errors() {
-        let mut t = ours(&Label {
-            transaction_id: "t".into(),
-            is_fraud: true,
-            labelled_at: 5,
-        });
+        let mut t = ours(&Label::from_file("t".into(), true, 5));
         t[2] = 7; // the boolean
         let err = Label::read(&mut Reader::new(&t)).unwrap_err();
         assert_eq!(

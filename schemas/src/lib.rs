@@ -11,8 +11,8 @@ mod types;
 
 pub use codec::{redact_url, Codec, RegistryConfig, SchemaError};
 pub use types::{
-    AvroRecord, Compression, Label, ModelRecord, ModelStatus, Prediction, Reason, Rule, RuleAction,
-    RuleHit, Transaction, TransactionType,
+    AvroRecord, Compression, Label, LabelSource, ModelRecord, ModelStatus, Prediction, Reason,
+    Rule, RuleAction, RuleHit, Transaction, TransactionType,
 };
 
 /// Topic names, in one place. Tests use their own names; services take these as defaults.

@@ -162,6 +162,49 @@ pub struct Label {
     pub transaction_id: String,
     pub is_fraud: bool,
     pub labelled_at: i64,
+    #[serde(default)]
+    pub source: LabelSource,
+    #[serde(default)]
+    pub analyst: String,
+    #[serde(default)]
+    pub note: String,
+}
+
+impl Label {
+    /// Ground truth from the data (the producer's replay of a chargeback).
+    pub fn from_file(transaction_id: String, is_fraud: bool, labelled_at: i64) -> Self {
+        Label {
+            transaction_id,
+            is_fraud,
+            labelled_at,
+            source: LabelSource::File,
+            analyst: String::new(),
+            note: String::new(),
+        }
+    }
+}
+
+/// Where a label comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LabelSource {
+    /// Replayed from the data: the bank's final word (a chargeback).
+    #[default]
+    #[serde(rename = "FILE")]
+    File,
+    /// An analyst's verdict on the review page.
+    #[serde(rename = "ANALYST")]
+    Analyst,
+}
+
+impl LabelSource {
+    pub const ALL: [LabelSource; 2] = [LabelSource::File, LabelSource::Analyst];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabelSource::File => "FILE",
+            LabelSource::Analyst => "ANALYST",
+        }
+    }
 }
 avro_record!(Label, "label.avsc", binary);
 

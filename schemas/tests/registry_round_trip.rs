@@ -72,9 +72,13 @@ async fn transaction_round_trip() {
 async fn label_round_trip() {
     let labels = (0..5)
         .map(|i| Label {
-            transaction_id: format!("tx-{i}"),
-            is_fraud: i == 3,
-            labelled_at: 1_700_000_100_000 + i,
+            source: if i == 4 {
+                fraudstream_schemas::LabelSource::Analyst
+            } else {
+                fraudstream_schemas::LabelSource::File
+            },
+            analyst: if i == 4 { "ana".into() } else { String::new() },
+            ..Label::from_file(format!("tx-{i}"), i == 3, 1_700_000_100_000 + i)
         })
         .collect();
     round_trip("label_round_trip", labels).await;
@@ -163,11 +167,7 @@ async fn a_restarted_registry_keeps_every_schema_id() {
     let dir = std::env::temp_dir().join(unique_name("registry_restart"));
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/apis/ccompat/v7");
-    let label = Label {
-        transaction_id: "tx-1".into(),
-        is_fraud: true,
-        labelled_at: 1_700_000_000_000,
-    };
+    let label = Label::from_file("tx-1".into(), true, 1_700_000_000_000);
     let mut registry = start_registry(port, &dir).await;
     let codec = Codec::new(&url);
     let tx_id = codec.schema_id::<Transaction>("restart-tx").await.unwrap();

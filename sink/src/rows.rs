@@ -126,6 +126,9 @@ pub struct LabelRow {
     pub is_fraud: u8,
     pub labelled_at: u32,
     pub labelled_ms: u16,
+    pub source: String,
+    pub analyst: String,
+    pub note: String,
 }
 
 impl From<Label> for LabelRow {
@@ -136,6 +139,9 @@ impl From<Label> for LabelRow {
             is_fraud: l.is_fraud as u8,
             labelled_at,
             labelled_ms,
+            source: l.source.as_str().to_string(),
+            analyst: l.analyst,
+            note: l.note,
         }
     }
 }

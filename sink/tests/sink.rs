@@ -136,11 +136,7 @@ async fn transactions_and_labels_land_and_join_for_training() {
             .unwrap();
         // Labels for the first half only: the rest are still "in the mail".
         if i < n / 2 {
-            let l = Label {
-                transaction_id: t.transaction_id.clone(),
-                is_fraud: i % 10 == 0,
-                labelled_at: 1_700_000_100_000,
-            };
+            let l = Label::from_file(t.transaction_id.clone(), i % 10 == 0, 1_700_000_100_000);
             let payload = codec.encode(&names.labels, &l).await.unwrap();
             producer
                 .send(

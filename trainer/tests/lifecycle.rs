@@ -97,6 +97,9 @@ async fn land_with(
                     is_fraud: r.is_fraud as u8,
                     labelled_at: t + 86_400,
                     labelled_ms: 0,
+                    source: "FILE".into(),
+                    analyst: String::new(),
+                    note: String::new(),
                 })
                 .await
                 .unwrap();

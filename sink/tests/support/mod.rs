@@ -262,11 +262,11 @@ pub async fn publish_labels(kafka: &KafkaArgs, topic: &str, range: std::ops::Ran
         .create()
         .unwrap();
     for i in range {
-        let label = fraudstream_schemas::Label {
-            transaction_id: prediction(i).transaction_id,
-            is_fraud: i % 100 == 0 || i % 1000 == 1,
-            labelled_at: 1_700_000_500_000 + i as i64,
-        };
+        let label = fraudstream_schemas::Label::from_file(
+            prediction(i).transaction_id,
+            i % 100 == 0 || i % 1000 == 1,
+            1_700_000_500_000 + i as i64,
+        );
         let payload = Codec::encode_with_id(id, &label).unwrap();
         send(&producer, topic, &label.transaction_id, &payload);
     }
