@@ -111,7 +111,14 @@ pub async fn serve(
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .with_state(app);
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot serve the page on {}: {e} (set --listen)",
+                cfg.listen
+            )
+        })?;
     let _ = bound.send(listener.local_addr()?);
     axum::serve(listener, router)
         .with_graceful_shutdown(stop)
