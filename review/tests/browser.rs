@@ -272,46 +272,12 @@ async fn an_analyst_logs_in_confirms_an_alert_and_one_label_lands() {
     let c = browser(driver_port).await;
     c.goto(&url).await.unwrap();
     assert!(c.current_url().await.unwrap().as_str().ends_with("/login"));
-    shown(&c, Locator::Id("user"))
-        .await
-        .unwrap()
-        .send_keys("ana")
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("wrong")
-        .await
-        .unwrap();
-    c.find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    log_in(&c, "ana", "wrong").await;
     assert!(
         shown(&c, Locator::Id("error")).await.is_ok(),
         "a wrong password is refused"
     );
-    shown(&c, Locator::Id("user"))
-        .await
-        .unwrap()
-        .send_keys("ana")
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("correct horse")
-        .await
-        .unwrap();
-    c.find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    log_in(&c, "ana", "correct horse").await;
 
     assert!(
         shown(&c, Locator::Css("#queue .rule")).await.is_ok(),
@@ -437,4 +403,22 @@ async fn shown(
         .at_most(Duration::from_secs(20))
         .for_element(l)
         .await
+}
+
+/// Fills and sends the login form.
+async fn log_in(c: &Client, user: &str, password: &str) {
+    shown(c, Locator::Id("user"))
+        .await
+        .unwrap()
+        .send_keys(user)
+        .await
+        .unwrap();
+    let field = c.find(Locator::Id("password")).await.unwrap();
+    field.send_keys(password).await.unwrap();
+    c.find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }

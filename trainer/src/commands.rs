@@ -140,7 +140,7 @@ pub(crate) async fn list(target: &Target) -> Result<()> {
             "{:>7}  {:<10}  {:<19}  {:>7.4}  {:>7.4}  {:>11}  {:>10}  {published}",
             r.version,
             now,
-            utc(r.created_at),
+            fraudstream_common::utc_datetime(r.created_at),
             r.pr_auc,
             r.roc_auc,
             show_threshold(r.threshold),
@@ -221,7 +221,7 @@ pub(crate) async fn show(target: &Target, version: i32) -> Result<()> {
         "{} v{version}: {} (created {} UTC)",
         latest.model_name,
         latest.status,
-        utc(latest.created_at)
+        fraudstream_common::utc_datetime(latest.created_at)
     );
     println!(
         "threshold {}; training window {} .. {}",
@@ -239,7 +239,7 @@ pub(crate) async fn show(target: &Target, version: i32) -> Result<()> {
     for e in events {
         println!(
             "  {} UTC  {:<12} as {}",
-            utc(e.archived_at),
+            fraudstream_common::utc_datetime(e.archived_at),
             e.event,
             e.status
         );
@@ -555,27 +555,6 @@ pub(crate) async fn import(
     let done = format!("imported {}", model.display());
     announce_and_publish(&trained, &ex, &source, &done, training, publisher.as_ref()).await?;
     Ok(())
-}
-
-/// `YYYY-MM-DD hh:mm:ss` for Unix seconds (UTC), without a date library.
-fn utc(secs: u32) -> String {
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 /// A threshold as people read it: 4 decimals, unless that would show 0 or 1 for one that is not
