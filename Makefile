@@ -12,7 +12,7 @@ LOCAL := deploy/local
 deps: ## install build prerequisites (CMake >= 3.28, libclang) if missing
 	@scripts/build-deps.sh
 
-.PHONY: help deps services services-down test faults lint fmt build demo bench up down logs reset
+.PHONY: help deps services cluster services-down test faults lint fmt build demo bench up down logs reset
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -20,14 +20,17 @@ help: ## list the targets
 services: ## install (cached) and start Kafka, the schema registry and ClickHouse on 127.0.0.1
 	@$(LOCAL)/up.sh
 
-services-down: ## stop the local services started by `make services`
+cluster: services ## start the multi-node services too: 3 Kafka nodes (RF=3, min.insync.replicas=2), ZooKeeper, 2 ClickHouse replicas
+	@$(LOCAL)/cluster.sh up
+
+services-down: ## stop the local services and the cluster started by `make services` / `make cluster`
 	@$(LOCAL)/down.sh
 
 build: deps ## build every binary (release)
 	$(CARGO) build --release --workspace
 
 # One profile for everything (release): tests, demo and bench share one build of the dependencies.
-test: deps services ## lint (fmt + clippy), every unit and integration test, the short fault suite, the compose services run natively, the pipeline over TLS and passwords
+test: deps services cluster ## lint (fmt + clippy), every unit and integration test, the short fault suite, the compose services run natively, the pipeline over TLS and passwords
 	@mkdir -p $(CARGO_TARGET_DIR); start=$$(date +%s); \
 	$(MAKE) --no-print-directory lint 2>&1 | tee $(CARGO_TARGET_DIR)/lint.log; lrc=$${PIPESTATUS[0]}; \
 	$(CARGO) test --release --workspace --no-fail-fast 2>&1 | tee $(CARGO_TARGET_DIR)/test.log; rc=$${PIPESTATUS[0]}; \
@@ -41,7 +44,7 @@ test: deps services ## lint (fmt + clippy), every unit and integration test, the
 	echo "fraudstream: $$passed passed, $$failed failed; lint rc=$$lrc; fault suite rc=$$frc; compose run rc=$$crc; secure run rc=$$src"; \
 	[ $$lrc -eq 0 ] && [ $$rc -eq 0 ] && [ $$frc -eq 0 ] && [ $$crc -eq 0 ] && [ $$src -eq 0 ]
 
-faults: deps services ## the fault suite: 13 scenarios, 200k transactions each (bench/results/faults.md)
+faults: deps services ## the fault suite: 17 scenarios (3 on the cluster), 200k transactions each (bench/results/faults.md)
 	@scripts/faults.sh
 
 lint: deps ## rustfmt and clippy, warnings are errors
@@ -54,7 +57,7 @@ fmt: ## format the code
 demo: deps services ## the pipeline on the local services, then a summary (DEMO_ARGS=--keep leaves it running)
 	@scripts/demo.sh $(DEMO_ARGS)
 
-bench: deps services ## throughput and latency table (bench/results/latest.md)
+bench: deps services ## throughput and latency tables (bench/results/latest.md, tls.md, cluster.md)
 	@scripts/bench.sh
 
 up: ## docker compose: the whole stack in containers (needs a Docker engine)

@@ -25,10 +25,7 @@ cleanup() {
   deploy/local/kafka-topics.sh --delete --topic "benchtls-.*" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-rate_of() { grep -Eo '\(([0-9]+) (rows|tx)/s\)' | grep -Eo '[0-9]+' | head -1; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
-log() { echo "  $*" >&2; }
+. scripts/bench-lib.sh
 
 # The same client over the secure listeners: flags only, as an operator's command line would.
 SECURE_KAFKA=(--brokers "127.0.0.1:$KAFKA_SASL_PORT" -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512

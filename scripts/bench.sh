@@ -27,15 +27,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-rate_of() { grep -Eo '\(([0-9]+) (rows|tx)/s\)' | grep -Eo '[0-9]+' | head -1; }
+. scripts/bench-lib.sh
 # peak_rss CMD...: runs CMD, prints its output; its peak RSS (KiB) and user + system CPU seconds
 # go to $WORK/rss.
 peak_rss() { /usr/bin/time -f '%M %U %S' -o "$WORK/rss" "$@"; }
 rss_mb() { echo $(( $(tail -1 "$WORK/rss" | cut -d' ' -f1) / 1024 )); }
 # cpu_us N: the last run's user + system CPU per record, in µs, over N records.
 cpu_us() { tail -1 "$WORK/rss" | awk -v n="$1" '{printf "%.2f", ($2 + $3) * 1e6 / n}'; }
-log() { echo "  $*" >&2; }
 # Analyst rule k of the bench's rule sets: typical conditions over fields, features and the score,
 # selective as analysts write them (together they add well under 1% of alerts).
 rule_expr() { # $1 = index
@@ -169,25 +167,7 @@ for i in $(seq 1 "$RUNS"); do
   log "sink run $i: ${sk[-1]} rows/s, peak RSS ${sk_rss[-1]} MiB; raw insert ${raw[-1]} rows/s (ratio ${sk_ratio[-1]})"
 done
 
-# End-to-end latency at fixed rates: producer → scorer (exactly-once) → committed prediction.
-latency_run() { # $1 = rate, $2 = run
-  local tag="bench-lat-$1-$2-$ID" n=$(($1 * 10))
-  "$BIN/scorer" --instance-id "$tag" --group "$tag" --transactions-topic "$tag-tx" --predictions-topic "$tag-out" \
-    --alerts-topic "$tag-alerts" --dlq-topic "$tag-dlq" --models-topic "$MODELS" --metrics-addr 127.0.0.1:0 \
-    --commit-interval-ms 20 --partitions 6 >/dev/null 2>&1 &
-  local scorer_pid=$!
-  deploy/local/kafka-topics.sh --create --topic "$tag-tx" --partitions 6 >/dev/null 2>&1 || true
-  deploy/local/kafka-topics.sh --create --topic "$tag-out" --partitions 6 >/dev/null 2>&1 || true
-  sleep 4 # the scorer joins its group
-  "$BIN/examples/e2e_latency" "$tag-out" "$n" >"$WORK/lat" 2>/dev/null &
-  local probe_pid=$!
-  sleep 2
-  "$BIN/producer" publish -i "$WORK/stream.csv" --transactions-topic "$tag-tx" --labels-topic "$tag-labels" \
-    --label-delay 0 --rate "$1" --limit "$n" --loop >/dev/null 2>&1
-  wait "$probe_pid" || true
-  kill -TERM "$scorer_pid" 2>/dev/null; wait "$scorer_pid" 2>/dev/null || true
-  tail -1 "$WORK/lat"
-}
+MODEL_FLAGS=(--models-topic "$MODELS")
 declare -A lat50 lat95 lat99
 for rate in 5000 20000; do
   p50=(); p95=(); p99=()
@@ -262,4 +242,9 @@ mkdir -p bench/results
 # What TLS and passwords cost, side by side (bench/results/tls.md); BENCH_TLS=0 skips it.
 if [ "${BENCH_TLS:-1}" != 0 ]; then
   RUNS="$RUNS" scripts/bench-tls.sh
+fi
+
+# What a replicated cluster costs, side by side (bench/results/cluster.md); BENCH_CLUSTER=0 skips it.
+if [ "${BENCH_CLUSTER:-1}" != 0 ]; then
+  RUNS="$RUNS" scripts/bench-cluster.sh
 fi

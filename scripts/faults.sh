@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make faults: each scenario streams transactions through producer → 2 scorers → sink → ClickHouse,
 # injects one fault mid-stream, and checks that ClickHouse ends with exactly one prediction per
-# produced transaction, and that the committed predictions topic holds no duplicate.
+# produced transaction, and that the committed predictions topic holds no duplicate. The
+# `cluster-*` scenarios run on the multi-node services (deploy/local/cluster.sh, started here):
+# three Kafka nodes with RF=3 and min.insync.replicas=2, two ClickHouse replicas.
 #   FAULTS_N       transactions per scenario (default 200000; `make test` runs 30000)
 #   FAULTS_RATE    publish rate, tx/s (default 20000)
 #   FAULTS_ONLY    run only these scenarios (space separated names)
@@ -19,8 +21,14 @@ cargo build -q --release -p producer -p scorer -p sink -p trainer --bins --examp
 BIN="$CARGO_TARGET_DIR/release"
 TOOLS="$BIN/examples/fault_tools"
 . deploy/local/env.sh
-export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" SCHEMA_REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
-CH="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
+# Where a scenario runs: the single-node services, or the cluster (its Kafka and ClickHouse; the
+# schema registry is shared). Every tool here and every service reads the variables use_services sets.
+on_single() { use_services single; CH=$CLICKHOUSE_URL; }
+on_cluster() {
+  [ -n "${CLUSTER_UP:-}" ] || { deploy/local/cluster.sh up >"$WORK/cluster-up.log" 2>&1 || { cat "$WORK/cluster-up.log" >&2; exit 1; }; CLUSTER_UP=1; }
+  use_services cluster; CH=$CLICKHOUSE_URL
+}
+on_single
 export RUST_LOG="${FAULTS_LOG:-error}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/fraudstream-faults.XXXXXX")"
 ID="$(date +%s)"
@@ -28,12 +36,16 @@ pids=()
 cleanup() {
   local rc=$?
   for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  deploy/local/kafka-topics.sh --delete --topic "faults-.*-$ID-.*" >/dev/null 2>&1 || true
-  for db in $(curl -sf "$CH/" --data-binary "SELECT name FROM system.databases WHERE name LIKE 'faults_%_$ID'" 2>/dev/null); do
-    curl -sf "$CH/" --data-binary "DROP DATABASE $db" >/dev/null 2>&1 || true
-  done
+  on_single; drop_scenarios_data
+  if [ -n "${CLUSTER_UP:-}" ]; then on_cluster; drop_scenarios_data " ON CLUSTER $CLUSTER_NAME"; fi
   # A failed run (or one stopped by an error) keeps its services' logs for a look.
   if [ "${failed:-0}" -gt 0 ] || [ "$rc" -ne 0 ] || [ -n "${FAULTS_KEEP_LOGS:-}" ]; then echo "faults: logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
+}
+drop_scenarios_data() { # $1 = " ON CLUSTER name" on the cluster
+  deploy/local/kafka-topics.sh --delete --topic "faults-.*-$ID-.*" >/dev/null 2>&1 || true
+  for db in $(curl -sf "$CH/" --data-binary "SELECT name FROM system.databases WHERE name LIKE 'faults_%_$ID'" 2>/dev/null); do
+    curl -sf "$CH/" --data-binary "DROP DATABASE $db${1:-}" >/dev/null 2>&1 || true
+  done
 }
 trap cleanup EXIT
 log() { echo "  $*" >&2; }
@@ -97,11 +109,20 @@ restart_clickhouse_after() { # $1 = seconds down
   restart_services
 }
 
+# A fault that takes a while (a rolling restart) must fall inside the stream, however short the
+# suite: STREAM_SECONDS=S before `scenario` spreads the N transactions over S seconds at least.
+stream_rate() {
+  local rate=$RATE
+  [ -z "${STREAM_SECONDS:-}" ] || [ $((N / STREAM_SECONDS)) -ge "$RATE" ] || rate=$((N / STREAM_SECONDS))
+  echo "$rate"
+}
+
 results=()
 REGISTRY_DIRECT="$SCHEMA_REGISTRY_URL"
 scenario() { # $1 = name, $2 = fault function, $3 = set-up before the services start (optional)
   NAME=$1; P="faults-$NAME-$ID"; DB="faults_${NAME//-/_}_$ID"
   local started; started=$(date +%s)
+  case $NAME in cluster-*) on_cluster ;; *) on_single ;; esac
   for t in tx pred alerts dlq labels; do
     deploy/local/kafka-topics.sh --create --topic "$P-$t" --partitions 6 >/dev/null 2>&1 || true
   done
@@ -109,7 +130,7 @@ scenario() { # $1 = name, $2 = fault function, $3 = set-up before the services s
   start_sink; start_scorer 1; start_scorer 2
   sleep 3
   "$BIN/producer" publish --input "$WORK/stream.csv" --transactions-topic "$P-tx" --labels-topic "$P-labels" \
-    --id-prefix "$P" --rate "$RATE" --limit "$N" --label-delay 0 >"$WORK/$NAME-publish.log" 2>&1 &
+    --id-prefix "$P" --rate "$(stream_rate)" --limit "$N" --label-delay 0 >"$WORK/$NAME-publish.log" 2>&1 &
   local publisher=$!; pids+=($publisher)
   EXPECTED=$N; DLQ_EXPECTED=0
   "$2"
@@ -220,7 +241,68 @@ fault_dlq_replay() {
     || { log "$NAME: replay-dlq did not replay each record once"; FAULT_OK=false; }
 }
 
-ALL="baseline scorer-sigkill scorer-added sink-sigkill clickhouse-down-20s broker-restart malformed-1pct corrupt-model rules-change schema-evolution registry-restart registry-down-30s registry-slow dlq-replay"
+# The cluster. The node that leads most partitions of the input topic is SIGKILLed and stays
+# down: the two others keep every topic (min.insync.replicas=2) and take over its partitions,
+# group coordination and transactions. It is started again after the checks, for what follows.
+cluster_kafka() { deploy/local/kafka-topics.sh "$@" 2>/dev/null; }
+input_leader() {
+  cluster_kafka --describe --topic "$P-tx" | grep -o 'Leader: [0-9]*' | awk '{print $2}' | sort | uniq -c | sort -rn \
+    | awk 'NR == 1 {print $2}'
+}
+fault_cluster_leader_kill() {
+  at_third
+  local node; node=$(input_leader)
+  log "$NAME: SIGKILL Kafka node $node (leads most of $P-tx), not restarted"
+  kill -KILL "$(cat "$FS_RUN/kafka-$node.pid")"
+  POST_CHECK=cluster_restore
+}
+cluster_restore() { deploy/local/cluster.sh up >>"$WORK/cluster-up.log" 2>&1 && wait_in_sync 120; }
+# Until no partition of any topic lacks a replica in its ISR.
+wait_in_sync() { # $1 = timeout s
+  local end=$(($(date +%s) + $1)) under
+  while [ "$(date +%s)" -lt "$end" ]; do
+    under=$(cluster_kafka --describe --under-replicated-partitions | grep -c Partition || true)
+    [ "$under" = 0 ] && return 0
+    sleep 1
+  done
+  log "$NAME: $under partitions still under-replicated after $1 s"; return 1
+}
+# Each node in turn stopped gracefully (SIGTERM: it hands its leaderships over), started again,
+# and given time to catch up before the next, as an upgrade does it.
+fault_cluster_rolling_restart() {
+  at_third
+  local i
+  for i in $(seq 1 "$CLUSTER_KAFKA_NODES"); do
+    log "$NAME: restarting Kafka node $i"
+    stop_by_pid_file "kafka-$i" 2>/dev/null
+    cluster_restore || FAULT_OK=false
+  done
+}
+# A ClickHouse replica SIGKILLed mid-stream while the sink writes through the other, started
+# again 20 s later: it fetches what it missed from its peer, and both hold every row once.
+fault_cluster_clickhouse_replica() {
+  at_third
+  kill -KILL "$(cat "$FS_RUN/clickhouse-2.pid")"
+  sleep 20
+  deploy/local/cluster.sh up >>"$WORK/cluster-up.log" 2>&1 || FAULT_OK=false
+  POST_CHECK=check_replicas
+}
+replica_rows() { # $1 = replica, $2 = table
+  curl -sf "http://127.0.0.1:$((CLUSTER_CLICKHOUSE_HTTP_PORT + $1 - 1))/?database=$DB" \
+    --data-binary "SELECT uniqExact(transaction_id) FROM ${2}_local FINAL" 2>/dev/null || echo 0
+}
+check_replicas() {
+  local end=$(($(date +%s) + 120)) counts
+  while :; do
+    counts="$(replica_rows 1 predictions) $(replica_rows 2 predictions) $(replica_rows 1 transactions) $(replica_rows 2 transactions)"
+    [ "$counts" = "$EXPECTED $EXPECTED $EXPECTED $EXPECTED" ] && break
+    [ "$(date +%s)" -lt "$end" ] || { FAULT_OK=false; break; }
+    sleep 1
+  done
+  log "$NAME: predictions and transactions on replica 1 and 2: $counts"
+}
+
+ALL="baseline scorer-sigkill scorer-added sink-sigkill clickhouse-down-20s broker-restart malformed-1pct corrupt-model rules-change schema-evolution registry-restart registry-down-30s registry-slow dlq-replay cluster-leader-kill cluster-rolling-restart cluster-clickhouse-replica"
 for s in ${FAULTS_ONLY:-$ALL}; do
   case $s in
     baseline) scenario "$s" fault_none ;;
@@ -237,6 +319,9 @@ for s in ${FAULTS_ONLY:-$ALL}; do
     registry-down-30s) scenario "$s" fault_registry_down ;;
     registry-slow) scenario "$s" fault_registry_slow slow_registry ;;
     dlq-replay) scenario "$s" fault_dlq_replay ;;
+    cluster-leader-kill) STREAM_SECONDS=30 scenario "$s" fault_cluster_leader_kill ;;
+    cluster-rolling-restart) STREAM_SECONDS=90 scenario "$s" fault_cluster_rolling_restart ;;
+    cluster-clickhouse-replica) STREAM_SECONDS=45 scenario "$s" fault_cluster_clickhouse_replica ;;
     *) echo "unknown scenario $s (known: $ALL)" >&2; exit 2 ;;
   esac
 done

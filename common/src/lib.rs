@@ -36,6 +36,8 @@ pub enum CommonError {
     ClickHouse(#[from] ::clickhouse::error::Error),
     #[error(transparent)]
     ClickHouseConnect(#[from] clickhouse::ConnectError),
+    #[error("ClickHouse cluster DDL: {0}")]
+    ClusterDdl(String),
     #[error(transparent)]
     Schema(#[from] fraudstream_schemas::SchemaError),
     #[error("Kafka at {brokers}: {detail}; {hint}")]

@@ -23,6 +23,28 @@ pub fn local_clickhouse(database: &str) -> ClickHouseArgs {
     )
 }
 
+/// The multi-node services of `deploy/local/cluster.sh`: three brokers (RF=3) and the local
+/// registry.
+pub fn cluster_kafka() -> KafkaArgs {
+    KafkaArgs::new(
+        &std::env::var("CLUSTER_KAFKA_BROKERS")
+            .unwrap_or_else(|_| "127.0.0.1:39092,127.0.0.1:39093,127.0.0.1:39094".into()),
+        &local_kafka().schema_registry,
+    )
+}
+
+/// The first of the two ClickHouse replicas of `deploy/local/cluster.sh`, in cluster form, with a
+/// database of the test's own.
+pub fn cluster_clickhouse(database: &str) -> ClickHouseArgs {
+    let mut args = ClickHouseArgs::new(
+        &std::env::var("CLUSTER_CLICKHOUSE_URL")
+            .unwrap_or_else(|_| "http://127.0.0.1:38123".into()),
+        database,
+    );
+    args.cluster = Some("fraudstream".into());
+    args
+}
+
 /// A name unique to this test run: `<test>_<pid>_<counter>` (valid as topic and database name).
 pub fn unique_name(test: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -113,6 +135,9 @@ pub fn service_args(kafka: &KafkaArgs, clickhouse: Option<&ClickHouseArgs>) -> V
             "--clickhouse-database".to_string(),
             ch.database.clone(),
         ]);
+        if let Some(cluster) = &ch.cluster {
+            args.extend(["--clickhouse-cluster".to_string(), cluster.clone()]);
+        }
     }
     args
 }

@@ -12,11 +12,11 @@ async fn models_topic_is_created_compacted() {
     let kafka = local_kafka();
     let admin = kafka.admin().unwrap();
     let topic = unique_name("models_compacted");
-    ensure_topics(&admin, &[TopicSpec::new(&topic, 1).compacted()], 1)
+    ensure_topics(&admin, &[TopicSpec::new(&topic, 1).compacted()])
         .await
         .unwrap();
     // Creating it again is not an error (services call ensure_topics on every start).
-    ensure_topics(&admin, &[TopicSpec::new(&topic, 1).compacted()], 1)
+    ensure_topics(&admin, &[TopicSpec::new(&topic, 1).compacted()])
         .await
         .unwrap();
     let configs = admin
@@ -32,7 +32,7 @@ async fn models_topic_is_created_compacted() {
 async fn aborted_transaction_is_invisible_to_read_committed() {
     let kafka = local_kafka();
     let topic = unique_name("txn_abort");
-    ensure_topics(&kafka.admin().unwrap(), &[TopicSpec::new(&topic, 1)], 1)
+    ensure_topics(&kafka.admin().unwrap(), &[TopicSpec::new(&topic, 1)])
         .await
         .unwrap();
     let producer: ThreadedProducer<DefaultProducerContext> = kafka
@@ -110,7 +110,7 @@ async fn lag_is_reported_from_statistics_without_a_broker_request() {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let kafka = local_kafka();
     let topic = unique_name("lag_stats");
-    ensure_topics(&kafka.admin().unwrap(), &[TopicSpec::new(&topic, 1)], 1)
+    ensure_topics(&kafka.admin().unwrap(), &[TopicSpec::new(&topic, 1)])
         .await
         .unwrap();
     let producer: ThreadedProducer<DefaultProducerContext> =

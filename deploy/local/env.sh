@@ -18,6 +18,18 @@ REGISTRY_TLS_PORT="${FS_REGISTRY_TLS_PORT:-28082}"
 SECURE_USER="${FS_SECURE_USER:-fs_secure}"
 SECURE_PASSWORD="${FS_SECURE_PASSWORD:-fsLocalSecret7f3a}"
 FS_TLS="$FS_RUN/tls"
+# The multi-node services (cluster.sh, `make cluster`), next to the single-node ones: three
+# Kafka nodes, ZooKeeper and two ClickHouse replicas. Node i listens on the base port + i - 1.
+CLUSTER_KAFKA_PORT="${FS_CLUSTER_KAFKA_PORT:-39092}"            # 39092, 39093, 39094
+CLUSTER_KAFKA_CONTROLLER_PORT="${FS_CLUSTER_KAFKA_CONTROLLER_PORT:-39192}"
+CLUSTER_ZOOKEEPER_PORT="${FS_CLUSTER_ZOOKEEPER_PORT:-39181}"
+CLUSTER_CLICKHOUSE_HTTP_PORT="${FS_CLUSTER_CLICKHOUSE_HTTP_PORT:-38123}"  # 38123, 38124
+CLUSTER_CLICKHOUSE_TCP_PORT="${FS_CLUSTER_CLICKHOUSE_TCP_PORT:-39000}"
+CLUSTER_CLICKHOUSE_INTERSERVER_PORT="${FS_CLUSTER_CLICKHOUSE_INTERSERVER_PORT:-39009}"
+CLUSTER_NAME="${FS_CLUSTER_NAME:-fraudstream}"
+CLUSTER_KAFKA_NODES=3 CLUSTER_CLICKHOUSE_REPLICAS=2
+ZOOKEEPER_VERSION="${ZOOKEEPER_VERSION:-3.9.5}"
+ZOOKEEPER_HOME="$FS_CACHE/zookeeper-$ZOOKEEPER_VERSION"
 KAFKA_HOME="$FS_CACHE/kafka-$KAFKA_VERSION"
 APICURIO_HOME="$FS_CACHE/apicurio-$APICURIO_VERSION"
 
@@ -44,4 +56,35 @@ wait_for() {
   done
   tail -n 40 "$FS_RUN/$name.log" >&2
   die "$name did not answer within ${secs}s (log: $FS_RUN/$name.log)"
+}
+
+# stop_by_pid_file NAME: stops the process in $FS_RUN/NAME.pid (SIGTERM, SIGKILL after 30 s), if
+# it runs, and removes the PID file. Never by name: another checkout's services are left alone.
+stop_by_pid_file() {
+  local f="$FS_RUN/$1.pid" pid
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $1 (pid $pid)"
+    kill "$pid"
+    for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -0 "$pid" 2>/dev/null && { log "$1 did not stop in 30s, killing"; kill -9 "$pid"; }
+  fi
+  rm -f "$f"
+}
+
+# use_services single|cluster: exports what every fraudstream binary and the scripts' tools read
+# to reach the single-node services or the cluster (which shares the single node's registry).
+use_services() {
+  export SCHEMA_REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
+  if [ "$1" = cluster ]; then
+    local i brokers=""
+    for i in $(seq 1 "$CLUSTER_KAFKA_NODES"); do brokers+="${brokers:+,}127.0.0.1:$((CLUSTER_KAFKA_PORT + i - 1))"; done
+    export KAFKA_BROKERS=$brokers CLICKHOUSE_URL="http://127.0.0.1:$CLUSTER_CLICKHOUSE_HTTP_PORT"
+    export CLICKHOUSE_CLUSTER=$CLUSTER_NAME
+  else
+    export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" CLICKHOUSE_URL="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
+    unset CLICKHOUSE_CLUSTER
+  fi
+  export FS_KAFKA_BOOTSTRAP=$KAFKA_BROKERS  # kafka-topics.sh
 }

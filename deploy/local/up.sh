@@ -4,23 +4,18 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/env.sh"
+. "$here/kafka-node.sh"
 "$here/install.sh"
 mkdir -p "$FS_RUN"
 
 start_kafka() {
   if pid_alive kafka; then return; fi
   port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is taken by another process; set FS_KAFKA_PORT"
-  local dir="$FS_RUN/kafka" cfg="$FS_RUN/kafka/server.properties"
-  mkdir -p "$dir"
-  cat >"$cfg" <<CFG
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+  local dir="$FS_RUN/kafka"
+  # The secure listener next to the plain one: SASL_SSL with PLAIN and SCRAM.
+  kafka_node_config "$dir" 1 "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "1@127.0.0.1:$KAFKA_CONTROLLER_PORT" 1 1 \
+    "SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT"
+  cat >>"$dir/server.properties" <<CFG
 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SECURE_USER="$SECURE_PASSWORD";
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
@@ -29,40 +24,9 @@ ssl.keystore.type=PKCS12
 ssl.keystore.location=$FS_TLS/server.p12
 ssl.keystore.password=${FS_TLS_STORE_PASSWORD:-fraudstream-local}
 ssl.key.password=${FS_TLS_STORE_PASSWORD:-fraudstream-local}
-log.dirs=$dir/data
-num.partitions=6
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=6
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=6
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=true
-log.cleaner.backoff.ms=1000
 CFG
-  cat >"$dir/log4j2.yaml" <<'CFG'
-Configuration:
-  Appenders:
-    Console: { name: STDOUT, PatternLayout: { pattern: "[%d] %p %m (%c)%n" } }
-  Loggers:
-    Root: { level: INFO, AppenderRef: [ { ref: STDOUT } ] }
-    Logger:
-      - { name: kafka, level: WARN }
-      - { name: org.apache.kafka, level: WARN }
-      - { name: kafka.server.KafkaRaftServer, level: INFO }
-CFG
-  local cp="$KAFKA_HOME/libs/*"
-  if [ ! -f "$dir/data/meta.properties" ]; then
-    java -Dlog4j2.configurationFile="$dir/log4j2.yaml" -cp "$cp" kafka.tools.StorageTool format \
-      -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid)" -c "$cfg" >"$FS_RUN/kafka-format.log" 2>&1 \
-      || { cat "$FS_RUN/kafka-format.log" >&2; die "formatting the Kafka log dir failed"; }
-  fi
   log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT"
-  nohup java -Xms512m -Xmx1g -XX:+UseG1GC -Dlog4j2.configurationFile="$dir/log4j2.yaml" \
-    -cp "$cp" kafka.Kafka "$cfg" >"$FS_RUN/kafka.log" 2>&1 </dev/null &
-  echo $! >"$FS_RUN/kafka.pid"
+  kafka_node_start kafka "$dir" 1g
 }
 
 start_registry() {
@@ -128,7 +92,7 @@ add_scram_user() {
   done
 }
 
-kafka_ready() { port_open "$KAFKA_PORT" && grep -q "Kafka Server started" "$FS_RUN/kafka.log"; }
+kafka_ready() { kafka_node_ready kafka "$KAFKA_PORT"; }
 registry_ready() { curl -sf "http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7/subjects" >/dev/null; }
 clickhouse_ready() { [ "$(curl -sf "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/?query=SELECT%201" 2>/dev/null)" = 1 ]; }
 

@@ -265,7 +265,6 @@ pub async fn publish(
             TopicSpec::new(&cfg.transactions_topic, cfg.partitions),
             TopicSpec::new(&cfg.labels_topic, cfg.partitions),
         ],
-        1,
     )
     .await?;
     let deliveries = Arc::new(Deliveries::default());

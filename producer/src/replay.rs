@@ -118,7 +118,6 @@ pub async fn replay(
         ensure_topics(
             &cfg.kafka.admin()?,
             &[TopicSpec::new(&cfg.ledger_topic, 1).compacted()],
-            1,
         )
         .await?;
         Some(transactional_producer(cfg)?)

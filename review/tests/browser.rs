@@ -44,7 +44,6 @@ async fn pipeline(kafka: &KafkaArgs, ch: &ClickHouseArgs, dir: &Path) -> (Pipeli
     ensure_topics(
         &kafka.admin().unwrap(),
         &[TopicSpec::new(&p.tx, 2), TopicSpec::new(&p.labels, 2)],
-        1,
     )
     .await
     .unwrap();

@@ -13,7 +13,7 @@ use std::time::Duration;
 async fn round_trip<T: AvroRecord + PartialEq + std::fmt::Debug>(test: &str, values: Vec<T>) {
     let kafka = local_kafka();
     let topic = unique_name(test);
-    ensure_topics(&kafka.admin().unwrap(), &[TopicSpec::new(&topic, 1)], 1)
+    ensure_topics(&kafka.admin().unwrap(), &[TopicSpec::new(&topic, 1)])
         .await
         .unwrap();
     let codec = Codec::new(&kafka.schema_registry);

@@ -211,7 +211,6 @@ pub async fn run(
             TopicSpec::new(&cfg.models_topic, 1).compacted(),
             TopicSpec::new(&cfg.rules_topic, 1).compacted(),
         ],
-        1,
     )
     .await?;
     let codec = Arc::new(cfg.kafka.codec()?);

@@ -266,7 +266,6 @@ pub async fn run(
             TopicSpec::new(&cfg.labels_topic, cfg.partitions),
             TopicSpec::new(&cfg.dlq_topic, cfg.partitions),
         ],
-        1,
     )
     .await?;
     let consumer: Arc<StreamConsumer<SinkContext>> = Arc::new(

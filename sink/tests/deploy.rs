@@ -6,7 +6,11 @@
 
 mod support;
 
-use fraudstream_common::testing::{local_clickhouse, local_kafka};
+use fraudstream_common::clickhouse::ClickHouseArgs;
+use fraudstream_common::kafka::KafkaArgs;
+use fraudstream_common::testing::{
+    cluster_clickhouse, cluster_kafka, local_clickhouse, local_kafka,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -295,23 +299,56 @@ fn prometheus_config_passes_promtool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_clickhouse_panel_query_runs_on_sink_data_and_returns_rows() {
-    const N: u64 = 20_000;
-    let kafka = local_kafka();
     let names = Names::new("dashboards");
     let ch = local_clickhouse(&names.group);
-    names.create(&kafka).await;
-    publish_predictions(&kafka, &names.predictions, 0..N, 0, 0).await;
-    publish_labels(&kafka, &names.labels, 0..N / 2).await;
-    let child = sink(&kafka, &ch, &names, &[]);
-    wait_for_rows(&ch, "predictions", N, Duration::from_secs(60)).await;
-    wait_for_rows(&ch, "labels", N / 2, Duration::from_secs(60)).await;
+    panels_return_what_the_data_says(&local_kafka(), &ch, &names).await;
+}
+
+/// The same SQL on a cluster (`deploy/local/cluster.sh`): the sink lands through Distributed
+/// tables into replicated ones, and every panel reads the plain names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_clickhouse_panel_query_runs_on_a_clickhouse_cluster() {
+    let names = Names::new("dashboards_cluster");
+    let ch = cluster_clickhouse(&names.group);
+    panels_return_what_the_data_says(&cluster_kafka(), &ch, &names).await;
+    // Both replicas hold every row: the second one got them through replication.
+    let mut replica = ch.clone();
+    replica.url = std::env::var("CLUSTER_CLICKHOUSE_URL_2")
+        .unwrap_or_else(|_| "http://127.0.0.1:38124".into());
+    wait_for_rows(
+        &replica,
+        "predictions_local",
+        20_000,
+        Duration::from_secs(60),
+    )
+    .await;
+    ch.server_client()
+        .query(&format!(
+            "DROP DATABASE IF EXISTS {} ON CLUSTER fraudstream",
+            ch.database
+        ))
+        .execute()
+        .await
+        .unwrap();
+}
+
+async fn panels_return_what_the_data_says(kafka: &KafkaArgs, ch: &ClickHouseArgs, names: &Names) {
+    const N: u64 = 20_000;
+    names.create(kafka).await;
+    publish_predictions(kafka, &names.predictions, 0..N, 0, 0).await;
+    publish_labels(kafka, &names.labels, 0..N / 2).await;
+    let child = sink(kafka, ch, names, &[]);
+    wait_for_rows(ch, "predictions", N, Duration::from_secs(60)).await;
+    wait_for_rows(ch, "labels", N / 2, Duration::from_secs(60)).await;
     terminate(child);
     // The drift panel compares with the serving model's training rows, which the trainer
-    // archives when it publishes: a reference for the score (half below 0.5, half above).
+    // archives when it publishes: a reference for the score (half below 0.5, half above). One
+    // for each version: the test's last second holds both, and which one the view takes as
+    // serving (argMax over second-resolution times) depends on the order rows are read in.
     ch.client()
         .query(
-            "INSERT INTO drift_reference SELECT argMax(model_name, scored_at), \
-             argMax(model_version, scored_at), 'score', [0.5], [0.5, 0.5], now() FROM predictions",
+            "INSERT INTO drift_reference SELECT model_name, model_version, 'score', [0.5], \
+             [0.5, 0.5], now() FROM predictions GROUP BY model_name, model_version",
         )
         .execute()
         .await

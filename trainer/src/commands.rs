@@ -26,7 +26,7 @@ pub(crate) async fn bootstrap(
 ) -> Result<()> {
     if if_no_champion {
         let ensure = [TopicSpec::new(&target.models_topic, 1).compacted()];
-        ensure_topics(&target.kafka.admin()?, &ensure, 1).await?;
+        ensure_topics(&target.kafka.admin()?, &ensure).await?;
         let records = registry::read_models(&target.kafka, &target.models_topic).await?;
         if let Some(c) = registry::serving(&records, &target.model_name, ModelStatus::Champion) {
             println!(

@@ -279,7 +279,6 @@ impl Target {
         ensure_topics(
             &self.kafka.admin()?,
             &[TopicSpec::new(&self.models_topic, 1).compacted()],
-            1,
         )
         .await?;
         let clickhouse = if archive {

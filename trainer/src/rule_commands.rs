@@ -84,7 +84,7 @@ pub enum RulesCommand {
 
 pub async fn run(target: &RulesTarget, command: &RulesCommand) -> Result<()> {
     let (kafka, topic) = (&target.kafka, target.rules_topic.as_str());
-    ensure_topics(&kafka.admin()?, &[TopicSpec::new(topic, 1).compacted()], 1).await?;
+    ensure_topics(&kafka.admin()?, &[TopicSpec::new(topic, 1).compacted()]).await?;
     let (book, _) = rules::read_book(kafka, topic).await?;
     let existing = |id: &str| {
         book.get(id)

@@ -7,7 +7,8 @@ use fraudstream_common::clickhouse::ClickHouseArgs;
 use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
 use fraudstream_common::model::LoadedModel;
 use fraudstream_common::testing::{
-    free_port, local_clickhouse, local_kafka, service_args, start_clickhouse, unique_name, Process,
+    cluster_clickhouse, free_port, local_clickhouse, local_kafka, service_args, start_clickhouse,
+    unique_name, Process,
 };
 use fraudstream_schemas::ModelStatus;
 use paysim::CsvReader;
@@ -147,7 +148,6 @@ async fn bootstrap_watch_gate_and_rollback() {
     ensure_topics(
         &kafka.admin().unwrap(),
         &[TopicSpec::new(&topic, 1).compacted()],
-        1,
     )
     .await
     .unwrap();
@@ -356,7 +356,26 @@ async fn watch_survives_a_clickhouse_restart() {
 /// leaves those transactions out (and counts what it left out); without it, it trains on them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn label_maturity_leaves_out_transactions_whose_labels_are_still_on_the_way() {
-    let ch = local_clickhouse(&unique_name("maturity"));
+    label_maturity(local_clickhouse(&unique_name("maturity"))).await;
+}
+
+/// The same reads on a ClickHouse cluster (`deploy/local/cluster.sh`), through the Distributed
+/// tables in front of the replicated ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_maturity_reads_the_same_on_a_clickhouse_cluster() {
+    let ch = cluster_clickhouse(&unique_name("maturity_cluster"));
+    label_maturity(ch.clone()).await;
+    ch.server_client()
+        .query(&format!(
+            "DROP DATABASE IF EXISTS {} ON CLUSTER fraudstream",
+            ch.database
+        ))
+        .execute()
+        .await
+        .unwrap();
+}
+
+async fn label_maturity(ch: ClickHouseArgs) {
     ch.migrate().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let csv = simulate(dir.path(), 40_000);

@@ -13,7 +13,6 @@ async fn each_publish_is_the_next_version_and_reads_back() {
     ensure_topics(
         &kafka.admin().unwrap(),
         &[TopicSpec::new(&topic, 1).compacted()],
-        1,
     )
     .await
     .unwrap();

@@ -7,6 +7,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
+/// The replication factor that asks the broker for its default (KIP-464).
+const BROKER_DEFAULT: i32 = -1;
+
 /// A topic the project needs, with the settings it must have.
 #[derive(Debug, Clone)]
 pub struct TopicSpec {
@@ -37,16 +40,21 @@ impl TopicSpec {
     }
 }
 
-/// Creates the topics that do not exist yet; existing topics are left as they are.
+/// Creates the topics that do not exist yet; existing topics are left as they are. Replication
+/// is the cluster's `default.replication.factor`: 1 on a single broker, 3 on a cluster set up
+/// for it, where `min.insync.replicas` then keeps an acknowledged record on two brokers.
 pub async fn ensure_topics(
     admin: &AdminClient<DefaultClientContext>,
     specs: &[TopicSpec],
-    replication: i32,
 ) -> Result<()> {
     let new: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|s| {
-            let mut t = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(replication));
+            let mut t = NewTopic::new(
+                &s.name,
+                s.partitions,
+                TopicReplication::Fixed(BROKER_DEFAULT),
+            );
             for (k, v) in &s.config {
                 t = t.set(k, v);
             }

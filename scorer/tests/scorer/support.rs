@@ -83,7 +83,6 @@ impl Topics {
                 TopicSpec::new(&t.transactions, partitions),
                 TopicSpec::new(&t.models, 1).compacted(),
             ],
-            1,
         )
         .await
         .unwrap();

@@ -36,7 +36,7 @@ impl Names {
             .iter()
             .map(|t| TopicSpec::new(t, 6))
             .collect();
-        ensure_topics(&kafka.admin().unwrap(), &specs, 1)
+        ensure_topics(&kafka.admin().unwrap(), &specs)
             .await
             .unwrap();
     }

@@ -1,7 +1,10 @@
 //! How services reach ClickHouse: over http or https (the public roots, or a private CA's file),
 //! with a user and password.
 
+mod cluster;
+
 use clickhouse::Client;
+pub use cluster::ClusterDdl;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,6 +46,11 @@ pub struct ClickHouseArgs {
     /// certificate no public CA signed. Without it the public (webpki) roots are trusted.
     #[arg(long = "clickhouse-ca-file", env = "CLICKHOUSE_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+    /// A ClickHouse cluster (a name in the servers' `remote_servers`): the tables are created on
+    /// every replica `ON CLUSTER`, replicated, behind Distributed tables sharded by transaction
+    /// id. Unset: the single-server tables.
+    #[arg(long = "clickhouse-cluster", env = "CLICKHOUSE_CLUSTER")]
+    pub cluster: Option<String>,
 }
 
 impl std::fmt::Debug for ClickHouseArgs {
@@ -52,6 +60,7 @@ impl std::fmt::Debug for ClickHouseArgs {
             .field("database", &self.database)
             .field("user", &self.user)
             .field("ca_file", &self.ca_file)
+            .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
 }
@@ -168,13 +177,20 @@ impl ClickHouseArgs {
             user: "default".into(),
             password: String::new(),
             ca_file: None,
+            cluster: None,
         }
     }
 
     /// A client bound to the database. Schema validation is off: it relies on system tables that
     /// ClickHouse 18.16 (Debian's) lacks, and our DDL is the contract anyway.
     pub fn client(&self) -> Client {
-        self.server_client().with_database(&self.database)
+        let client = self.server_client().with_database(&self.database);
+        match self.cluster {
+            // An insert returns once every shard has its rows, not when they are queued here for
+            // later: the sink commits its Kafka offsets on that answer.
+            Some(_) => client.with_setting("insert_distributed_sync", "1"),
+            None => client,
+        }
     }
 
     /// A client with no database selected (to create it). A CA file that cannot be read leaves
@@ -219,27 +235,27 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (
         1,
         "001_tables.sql",
-        include_str!("../../deploy/clickhouse/001_tables.sql"),
+        include_str!("../../../deploy/clickhouse/001_tables.sql"),
     ),
     (
         2,
         "002_views.sql",
-        include_str!("../../deploy/clickhouse/002_views.sql"),
+        include_str!("../../../deploy/clickhouse/002_views.sql"),
     ),
     (
         3,
         "003_drift.sql",
-        include_str!("../../deploy/clickhouse/003_drift.sql"),
+        include_str!("../../../deploy/clickhouse/003_drift.sql"),
     ),
     (
         4,
         "004_rules.sql",
-        include_str!("../../deploy/clickhouse/004_rules.sql"),
+        include_str!("../../../deploy/clickhouse/004_rules.sql"),
     ),
     (
         5,
         "005_analyst_labels.sql",
-        include_str!("../../deploy/clickhouse/005_analyst_labels.sql"),
+        include_str!("../../../deploy/clickhouse/005_analyst_labels.sql"),
     ),
 ];
 
@@ -276,12 +292,39 @@ pub fn statements(sql: &str) -> Vec<String> {
 }
 
 impl ClickHouseArgs {
+    /// The statements of one migration file, in the cluster form when a cluster is set.
+    fn ddl(&self, sql: &str) -> crate::Result<Vec<String>> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(statements(sql));
+        };
+        let all: Vec<String> = MIGRATIONS
+            .iter()
+            .flat_map(|(_, _, sql)| statements(sql))
+            .collect();
+        let ddl = ClusterDdl::new(cluster, &self.database, &all);
+        let mut out = Vec::new();
+        for stmt in statements(sql) {
+            out.extend(
+                ddl.statements(&stmt)
+                    .map_err(crate::CommonError::ClusterDdl)?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Creates the database if needed and applies the migrations it has not seen yet (recorded in
     /// `schema_migrations`). Returns the versions applied now. Safe to call from every service at
     /// start, concurrently: statements are idempotent.
     pub async fn migrate(&self) -> crate::Result<Vec<u32>> {
+        let on_cluster = match &self.cluster {
+            Some(c) => format!(" ON CLUSTER {c}"),
+            None => String::new(),
+        };
         self.server_client()
-            .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
+            .query(&format!(
+                "CREATE DATABASE IF NOT EXISTS {}{on_cluster}",
+                self.database
+            ))
             .execute()
             .await?;
         let client = self.client();
@@ -301,7 +344,7 @@ impl ClickHouseArgs {
             if done.contains(version) {
                 continue;
             }
-            for stmt in statements(sql) {
+            for stmt in self.ddl(sql)? {
                 match client.query(&stmt).execute().await {
                     Err(e) if already_added(&stmt, &e) => {}
                     result => result?,

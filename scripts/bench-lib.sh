@@ -1,0 +1,30 @@
+# Helpers shared by the bench scripts (sourced).
+# median: the median of the numbers on stdin, one per line.
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+# rate_of: the rate a service prints at its end ("(123 tx/s)" or "(123 rows/s)").
+rate_of() { grep -Eo '\(([0-9]+) (rows|tx)/s\)' | grep -Eo '[0-9]+' | head -1; }
+# ratio A B: A / B with two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+log() { echo "  $*" >&2; }
+
+# latency_run RATE RUN: end-to-end latency at a fixed rate, producer → scorer (exactly-once) →
+# committed prediction, on the services use_services chose; prints the probe's percentile line.
+# Needs BIN, WORK (with stream.csv), ID, and MODEL_FLAGS (how the scorer gets its model).
+latency_run() { # $1 = rate, $2 = run
+  local tag="bench-lat-$1-$2-$ID" n=$(($1 * 10))
+  "$BIN/scorer" --instance-id "$tag" --group "$tag" --transactions-topic "$tag-tx" --predictions-topic "$tag-out" \
+    --alerts-topic "$tag-alerts" --dlq-topic "$tag-dlq" "${MODEL_FLAGS[@]}" --metrics-addr 127.0.0.1:0 \
+    --commit-interval-ms 20 --partitions 6 >/dev/null 2>&1 &
+  local scorer_pid=$!
+  deploy/local/kafka-topics.sh --create --topic "$tag-tx" --partitions 6 >/dev/null 2>&1 || true
+  deploy/local/kafka-topics.sh --create --topic "$tag-out" --partitions 6 >/dev/null 2>&1 || true
+  sleep 4 # the scorer joins its group
+  "$BIN/examples/e2e_latency" "$tag-out" "$n" >"$WORK/lat" 2>/dev/null &
+  local probe_pid=$!
+  sleep 2
+  "$BIN/producer" publish -i "$WORK/stream.csv" --transactions-topic "$tag-tx" --labels-topic "$tag-labels" \
+    --label-delay 0 --rate "$1" --limit "$n" --loop >/dev/null 2>&1
+  wait "$probe_pid" || true
+  kill -TERM "$scorer_pid" 2>/dev/null; wait "$scorer_pid" 2>/dev/null || true
+  tail -1 "$WORK/lat"
+}
