@@ -22,7 +22,7 @@ cleanup() {
   rm -rf "$WORK"
   for where in single cluster; do
     use_services "$where"
-    deploy/local/kafka-topics.sh --delete --topic "benchcl-.*|bench-lat-.*-$ID" >/dev/null 2>&1 || true
+    deploy/local/kafka-topics.sh --delete --topic "benchcl-.*|bench-lat-.*-$ID-.*" >/dev/null 2>&1 || true
     for i in $(seq 1 "$RUNS"); do
       curl -sf "$CLICKHOUSE_URL/" --data-binary \
         "DROP DATABASE IF EXISTS bench_cluster_${where}_${i}_$$${CLICKHOUSE_CLUSTER:+ ON CLUSTER $CLICKHOUSE_CLUSTER}" >/dev/null 2>&1 || true
