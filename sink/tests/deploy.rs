@@ -1,6 +1,7 @@
 //! What `make up` and the dashboards rely on, checked here: every ClickHouse panel query of the
 //! Grafana dashboards (macros expanded to a time range) runs on the real ClickHouse against data
-//! the sink wrote, and returns rows; the same DDL and queries run on current ClickHouse through
+//! the sink wrote, and returns rows, on one server and on a replicated cluster (`make cluster`);
+//! the same DDL and queries run on current ClickHouse through
 //! chDB when it is installed; the dashboards' JSON names provisioned datasources; Prometheus'
 //! config passes promtool; the compose file has the services, ports and start order it needs.
 
@@ -302,6 +303,8 @@ async fn every_clickhouse_panel_query_runs_on_sink_data_and_returns_rows() {
     let names = Names::new("dashboards");
     let ch = local_clickhouse(&names.group);
     panels_return_what_the_data_says(&local_kafka(), &ch, &names).await;
+    chdb_runs_the_panel_queries();
+    drop_database(&ch).await;
 }
 
 /// The same SQL on a cluster (`deploy/local/cluster.sh`): the sink lands through Distributed
@@ -322,15 +325,11 @@ async fn every_clickhouse_panel_query_runs_on_a_clickhouse_cluster() {
         Duration::from_secs(60),
     )
     .await;
-    ch.server_client()
-        .query(&format!(
-            "DROP DATABASE IF EXISTS {} ON CLUSTER fraudstream",
-            ch.database
-        ))
-        .execute()
-        .await
-        .unwrap();
+    drop_database(&ch).await;
 }
+
+/// The panels' time range around the test data, which spans 1700000000 .. 1700000140 (7 ms apart).
+const TEST_RANGE: (u64, u64) = (1_699_999_000, 1_700_001_000);
 
 async fn panels_return_what_the_data_says(kafka: &KafkaArgs, ch: &ClickHouseArgs, names: &Names) {
     const N: u64 = 20_000;
@@ -354,8 +353,7 @@ async fn panels_return_what_the_data_says(kafka: &KafkaArgs, ch: &ClickHouseArgs
         .await
         .unwrap();
 
-    // The test data spans 1700000000 .. 1700000140 (7 ms apart).
-    let (from, to) = (1_699_999_000, 1_700_001_000);
+    let (from, to) = TEST_RANGE;
     let mut checked = 0;
     for (file, title, uid, query) in panel_queries().into_iter().filter(|q| q.2 == "clickhouse") {
         let sql = expand(&query, from, to);
@@ -400,8 +398,11 @@ async fn panels_return_what_the_data_says(kafka: &KafkaArgs, ch: &ClickHouseArgs
     assert_eq!(row["precision"].as_f64(), Some(1.0), "{row}");
     let recall = row["recall"].as_f64().unwrap();
     assert!((recall - 100.0 / 110.0).abs() < 1e-9, "{row}");
+}
 
-    // Current ClickHouse (chDB), when installed: the same DDL and queries.
+/// Current ClickHouse (chDB), when installed: the same DDL and queries.
+fn chdb_runs_the_panel_queries() {
+    let (from, to) = TEST_RANGE;
     if Command::new("python3")
         .args(["-c", "import chdb"])
         .env("PYTHONPATH", chdb_path())
@@ -430,7 +431,6 @@ async fn panels_return_what_the_data_says(kafka: &KafkaArgs, ch: &ClickHouseArgs
             "note: chDB not installed; current-ClickHouse check skipped (`make deps` installs it)"
         );
     }
-    drop_database(&ch).await;
 }
 
 fn chdb_path() -> String {
