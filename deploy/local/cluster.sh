@@ -50,7 +50,7 @@ dataDir=$dir/data
 clientPort=$CLUSTER_ZOOKEEPER_PORT
 clientPortAddress=127.0.0.1
 admin.enableServer=false
-4lw.commands.whitelist=ruok,mntr
+4lw.commands.whitelist=ruok,mntr,srvr
 CFG
   cat >"$dir/logback.xml" <<'CFG'
 <configuration>
@@ -101,7 +101,11 @@ start_clickhouse_replica() { # $1 = replica number
 }
 
 clickhouse_ready() { [ "$(curl -sf "http://127.0.0.1:$(clickhouse_http_port "$1")/?query=SELECT%201" 2>/dev/null)" = 1 ]; }
-zookeeper_ready() { port_open "$CLUSTER_ZOOKEEPER_PORT"; }
+# ZooKeeper accepts connections before it serves: a ClickHouse replica that connects then fails to
+# load its replicated tables and exits. `srvr` names the mode only once it serves.
+zookeeper_ready() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$CLUSTER_ZOOKEEPER_PORT" && echo srvr >&3 && grep -q '^Mode:' <&3) 2>/dev/null
+}
 
 up() {
   "$here/up.sh"
@@ -118,12 +122,14 @@ up() {
   log "replica 2: http://127.0.0.1:$(clickhouse_http_port 2); ZooKeeper 127.0.0.1:$CLUSTER_ZOOKEEPER_PORT"
 }
 
-# Stops by PID file, newest dependants first (ClickHouse before its ZooKeeper).
+# Stops by PID file, dependants first: ClickHouse before its ZooKeeper; the Kafka nodes together.
 down() {
-  local name pid i names=()
-  for i in $REPLICAS; do names+=("clickhouse-$i"); done
-  for i in $NODES; do names+=("kafka-$i"); done
-  for name in "${names[@]}" zookeeper; do stop_by_pid_file "$name"; done
+  local i replicas=() nodes=()
+  for i in $REPLICAS; do replicas+=("clickhouse-$i"); done
+  for i in $NODES; do nodes+=("kafka-$i"); done
+  stop_by_pid_file "${replicas[@]}"
+  stop_by_pid_file "${nodes[@]}"
+  stop_by_pid_file zookeeper
 }
 
 status() {

@@ -58,19 +58,27 @@ wait_for() {
   die "$name did not answer within ${secs}s (log: $FS_RUN/$name.log)"
 }
 
-# stop_by_pid_file NAME: stops the process in $FS_RUN/NAME.pid (SIGTERM, SIGKILL after 30 s), if
-# it runs, and removes the PID file. Never by name: another checkout's services are left alone.
+# stop_by_pid_file NAME...: stops the processes in $FS_RUN/NAME.pid (SIGTERM to all at once, then
+# SIGKILL to any still there after 30 s) and removes the PID files. Never by name: another
+# checkout's services are left alone. Kafka nodes of one cluster stop together: one by one, the
+# last could not shut down cleanly without its controller quorum.
 stop_by_pid_file() {
-  local f="$FS_RUN/$1.pid" pid
-  [ -f "$f" ] || return 0
-  pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
-    log "stopping $1 (pid $pid)"
-    kill "$pid"
-    for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -0 "$pid" 2>/dev/null && { log "$1 did not stop in 30s, killing"; kill -9 "$pid"; }
-  fi
-  rm -f "$f"
+  local name pid pids=() i
+  for name in "$@"; do
+    [ -f "$FS_RUN/$name.pid" ] || continue
+    pid=$(cat "$FS_RUN/$name.pid")
+    if kill -0 "$pid" 2>/dev/null; then log "stopping $name (pid $pid)"; kill "$pid"; pids+=("$name:$pid"); fi
+  done
+  for i in $(seq 1 120); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "${pid#*:}" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.25
+  done
+  for pid in "${pids[@]}"; do
+    kill -0 "${pid#*:}" 2>/dev/null && { log "${pid%%:*} did not stop in 30s, killing"; kill -9 "${pid#*:}"; }
+  done
+  for name in "$@"; do rm -f "$FS_RUN/$name.pid"; done
 }
 
 # use_services single|cluster: exports what every fraudstream binary and the scripts' tools read
