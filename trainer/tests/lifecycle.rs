@@ -367,8 +367,9 @@ async fn label_maturity_reads_the_same_on_a_clickhouse_cluster() {
     label_maturity(ch.clone()).await;
     ch.server_client()
         .query(&format!(
-            "DROP DATABASE IF EXISTS {} ON CLUSTER fraudstream",
-            ch.database
+            "DROP DATABASE IF EXISTS {}{}",
+            ch.database,
+            ch.on_cluster()
         ))
         .execute()
         .await

@@ -292,38 +292,33 @@ pub fn statements(sql: &str) -> Vec<String> {
 }
 
 impl ClickHouseArgs {
-    /// The statements of one migration file, in the cluster form when a cluster is set.
-    fn ddl(&self, sql: &str) -> crate::Result<Vec<String>> {
-        let Some(cluster) = &self.cluster else {
-            return Ok(statements(sql));
-        };
+    /// ` ON CLUSTER <name>` when a cluster is set, else nothing: for DDL that every replica runs.
+    pub fn on_cluster(&self) -> String {
+        match &self.cluster {
+            Some(c) => format!(" ON CLUSTER {c}"),
+            None => String::new(),
+        }
+    }
+
+    /// The rewrite of the migrations' statements into the cluster form, when a cluster is set.
+    fn cluster_ddl(&self) -> Option<ClusterDdl<'_>> {
+        let cluster = self.cluster.as_deref()?;
         let all: Vec<String> = MIGRATIONS
             .iter()
             .flat_map(|(_, _, sql)| statements(sql))
             .collect();
-        let ddl = ClusterDdl::new(cluster, &self.database, &all);
-        let mut out = Vec::new();
-        for stmt in statements(sql) {
-            out.extend(
-                ddl.statements(&stmt)
-                    .map_err(crate::CommonError::ClusterDdl)?,
-            );
-        }
-        Ok(out)
+        Some(ClusterDdl::new(cluster, &self.database, &all))
     }
 
     /// Creates the database if needed and applies the migrations it has not seen yet (recorded in
     /// `schema_migrations`). Returns the versions applied now. Safe to call from every service at
     /// start, concurrently: statements are idempotent.
     pub async fn migrate(&self) -> crate::Result<Vec<u32>> {
-        let on_cluster = match &self.cluster {
-            Some(c) => format!(" ON CLUSTER {c}"),
-            None => String::new(),
-        };
         self.server_client()
             .query(&format!(
-                "CREATE DATABASE IF NOT EXISTS {}{on_cluster}",
-                self.database
+                "CREATE DATABASE IF NOT EXISTS {}{}",
+                self.database,
+                self.on_cluster()
             ))
             .execute()
             .await?;
@@ -339,12 +334,23 @@ impl ClickHouseArgs {
             .query("SELECT version FROM schema_migrations")
             .fetch_all()
             .await?;
+        let cluster_ddl = self.cluster_ddl();
         let mut applied = Vec::new();
         for (version, name, sql) in MIGRATIONS {
             if done.contains(version) {
                 continue;
             }
-            for stmt in self.ddl(sql)? {
+            let mut ddl = Vec::new();
+            for stmt in statements(sql) {
+                match &cluster_ddl {
+                    Some(c) => ddl.extend(
+                        c.statements(&stmt)
+                            .map_err(crate::CommonError::ClusterDdl)?,
+                    ),
+                    None => ddl.push(stmt),
+                }
+            }
+            for stmt in ddl {
                 match client.query(&stmt).execute().await {
                     Err(e) if already_added(&stmt, &e) => {}
                     result => result?,

@@ -242,15 +242,12 @@ fn send_signal(pid: u32, signal: &str) {
 
 /// Drops the test's database (on every replica of a cluster).
 pub async fn drop_database(ch: &ClickHouseArgs) {
-    let on_cluster = match &ch.cluster {
-        Some(c) => format!(" ON CLUSTER {c}"),
-        None => String::new(),
-    };
     let _ = ch
         .server_client()
         .query(&format!(
-            "DROP DATABASE IF EXISTS {}{on_cluster}",
-            ch.database
+            "DROP DATABASE IF EXISTS {}{}",
+            ch.database,
+            ch.on_cluster()
         ))
         .execute()
         .await;
