@@ -7,13 +7,15 @@
 //! every row takes the tree's depth in steps): the rows' walks overlap instead of stalling.
 //!
 //! It reads LightGBM's own model text and follows LightGBM's rules exactly (missing values,
-//! the zero threshold, the order of the sum, the sigmoid), so it gives the same bits. The loader
+//! the zero threshold, the order of the sum, the sigmoid), so its scores are the same bits; its
+//! SHAP contributions ([`shap`]) agree to rounding. The loader
 //! ([`crate::model::LoadedModel`]) still checks that on probe rows against LightGBM itself, and
 //! serves with LightGBM when they differ or the model uses what this does not implement
 //! (categorical splits, linear trees, objectives other than `binary`).
 
-use rustc_hash::FxHashMap;
-use std::cell::{Cell, RefCell};
+mod shap;
+
+pub use shap::TOLERANCE as SHAP_TOLERANCE;
 
 /// LightGBM's `kZeroThreshold` (a float constant widened to double, as in LightGBM): values
 /// within it are zero, both when a dense row is read and for `missing_type=Zero` splits.
@@ -51,19 +53,9 @@ struct Tree {
     depth: u32,
     /// Nodes below this are splits, the rest leaves.
     splits: u32,
-    /// Per node, the training rows that reached it (TreeSHAP weighs paths by them).
-    count: Vec<f64>,
-    /// TreeSHAP's additions to the contributions (feature, amount, in order), by the way each
-    /// split sends a row (bit i: split i sends it right). Replaying them in order gives the same
-    /// sums, bit for bit, as running TreeSHAP again.
-    shap_cache: RefCell<FxHashMap<u64, Box<[Addition]>>>,
+    /// Every leaf's path, for SHAP contributions ([`shap`]).
+    paths: Vec<shap::LeafPath>,
 }
-
-/// (feature, amount): one of TreeSHAP's additions to a contribution.
-type Addition = (u32, f64);
-
-/// Bounds the memory of all trees' [`Tree::shap_cache`]s: 16 bytes an addition, 16 MiB in all.
-const SHAP_CACHE_ADDITIONS: usize = 1 << 20;
 
 /// The trees of a LightGBM `binary` model, ready to score row-major feature matrices.
 #[derive(Debug)]
@@ -74,8 +66,6 @@ pub struct Forest {
     /// No split treats zero or NaN as missing (LightGBM's default on data without NaN), so NaN
     /// can be read as 0 once per row and each step is one comparison.
     pub(crate) plain: bool,
-    /// Additions held by the trees' SHAP caches.
-    shap_cached: Cell<usize>,
 }
 
 /// Rows walked together through one tree, then the next: enough independent walks to hide each
@@ -185,7 +175,6 @@ impl Forest {
             sigmoid,
             n_features,
             plain,
-            shap_cached: Cell::new(0),
         })
     }
 
@@ -274,184 +263,6 @@ impl Forest {
             );
         }
     }
-}
-
-/// One feature on the path from the root in TreeSHAP: the fraction of paths that go this way
-/// when the feature is unknown (`zero`) or known (`one`), and the path's weight.
-#[derive(Debug, Clone, Copy, Default)]
-struct PathElement {
-    feature: i64,
-    zero: f64,
-    one: f64,
-    weight: f64,
-}
-
-impl Forest {
-    /// Each feature's SHAP contribution to the raw score of `row` (`n_features` values), summed
-    /// over the trees, as LightGBM's `predict_contrib` computes them (Lundberg et al.'s
-    /// TreeSHAP, same order of operations), without the bias term.
-    pub fn contributions(&self, row: &[f64]) -> Vec<f64> {
-        assert_eq!(row.len(), self.n_features);
-        let row: Vec<f64> = row.iter().map(|&v| as_lightgbm_reads(v)).collect();
-        let mut phi = vec![0.0; self.n_features];
-        let mut path = Vec::new();
-        let mut adds = Vec::new();
-        for tree in &self.trees {
-            if tree.splits == 0 {
-                continue;
-            }
-            // A tree's additions depend on the row only through which way each split sends
-            // it; rows that alert tend to share those ways, so they are remembered.
-            let ways = (tree.splits <= 64).then(|| {
-                (0..tree.splits).fold(0u64, |bits, node| {
-                    let right =
-                        tree.step(node, &row) == u32::from(tree.nodes[node as usize].child[1]);
-                    bits | (u64::from(right) << node)
-                })
-            });
-            let mut cache = tree.shap_cache.borrow_mut();
-            if let Some(cached) = ways.and_then(|w| cache.get(&w)) {
-                for &(f, add) in cached.iter() {
-                    phi[f as usize] += add;
-                }
-                continue;
-            }
-            let d = tree.depth as usize + 2;
-            path.clear();
-            path.resize(d * (d + 1) / 2, PathElement::default());
-            adds.clear();
-            tree.shap(&row, &mut adds, 0, 0, 0, &mut path, 1.0, 1.0, -1);
-            for &(f, add) in &adds {
-                phi[f as usize] += add;
-            }
-            if let Some(w) = ways.filter(|_| self.shap_cached.get() < SHAP_CACHE_ADDITIONS) {
-                cache.insert(w, adds.as_slice().into());
-                self.shap_cached.set(self.shap_cached.get() + adds.len());
-            }
-        }
-        phi
-    }
-}
-
-impl Tree {
-    /// TreeSHAP's recursion. `path[parent..]` holds the parent's path; this node's starts at
-    /// `parent + depth` (each level's copy after the previous one's, as in LightGBM).
-    #[allow(clippy::too_many_arguments)]
-    fn shap(
-        &self,
-        row: &[f64],
-        adds: &mut Vec<(u32, f64)>,
-        node: u32,
-        mut depth: usize,
-        parent: usize,
-        path: &mut [PathElement],
-        zero: f64,
-        one: f64,
-        feature: i64,
-    ) {
-        let here = parent + depth;
-        path.copy_within(parent..parent + depth, here);
-        let p = &mut path[here..];
-        extend(p, depth, zero, one, feature);
-        if node >= self.splits {
-            let leaf = self.value[node as usize];
-            for i in 1..=depth {
-                let w = unwound_sum(p, depth, i);
-                let el = p[i];
-                adds.push((el.feature as u32, w * (el.one - el.zero) * leaf));
-            }
-            return;
-        }
-        let n = self.nodes[node as usize];
-        let hot = self.step(node, row);
-        let cold = u32::from(if hot == u32::from(n.child[0]) {
-            n.child[1]
-        } else {
-            n.child[0]
-        });
-        let w = self.count[node as usize];
-        let hot_zero = self.count[hot as usize] / w;
-        let cold_zero = self.count[cold as usize] / w;
-        let (mut incoming_zero, mut incoming_one) = (1.0, 1.0);
-        // A feature already on the path: undo that split and redo it here.
-        let split = i64::from(n.feature);
-        if let Some(i) = (0..=depth).find(|&i| p[i].feature == split) {
-            incoming_zero = p[i].zero;
-            incoming_one = p[i].one;
-            unwind(p, depth, i);
-            depth -= 1;
-        }
-        self.shap(
-            row,
-            adds,
-            hot,
-            depth + 1,
-            here,
-            path,
-            hot_zero * incoming_zero,
-            incoming_one,
-            split,
-        );
-        self.shap(
-            row,
-            adds,
-            cold,
-            depth + 1,
-            here,
-            path,
-            cold_zero * incoming_zero,
-            0.0,
-            split,
-        );
-    }
-}
-
-fn extend(p: &mut [PathElement], depth: usize, zero: f64, one: f64, feature: i64) {
-    p[depth] = PathElement {
-        feature,
-        zero,
-        one,
-        weight: if depth == 0 { 1.0 } else { 0.0 },
-    };
-    for i in (0..depth).rev() {
-        p[i + 1].weight += one * p[i].weight * (i + 1) as f64 / (depth + 1) as f64;
-        p[i].weight = zero * p[i].weight * (depth - i) as f64 / (depth + 1) as f64;
-    }
-}
-
-fn unwind(p: &mut [PathElement], depth: usize, index: usize) {
-    let (one, zero) = (p[index].one, p[index].zero);
-    let mut next_one = p[depth].weight;
-    for i in (0..depth).rev() {
-        if one != 0.0 {
-            let tmp = p[i].weight;
-            p[i].weight = next_one * (depth + 1) as f64 / ((i + 1) as f64 * one);
-            next_one = tmp - p[i].weight * zero * (depth - i) as f64 / (depth + 1) as f64;
-        } else {
-            p[i].weight = (p[i].weight * (depth + 1) as f64) / (zero * (depth - i) as f64);
-        }
-    }
-    for i in index..depth {
-        p[i].feature = p[i + 1].feature;
-        p[i].zero = p[i + 1].zero;
-        p[i].one = p[i + 1].one;
-    }
-}
-
-fn unwound_sum(p: &[PathElement], depth: usize, index: usize) -> f64 {
-    let (one, zero) = (p[index].one, p[index].zero);
-    let mut next_one = p[depth].weight;
-    let mut total = 0.0;
-    for i in (0..depth).rev() {
-        if one != 0.0 {
-            let tmp = next_one * (depth + 1) as f64 / ((i + 1) as f64 * one);
-            total += tmp;
-            next_one = p[i].weight - tmp * zero * ((depth - i) as f64 / (depth + 1) as f64);
-        } else {
-            total += (p[i].weight / zero) / ((depth - i) as f64 / (depth + 1) as f64);
-        }
-    }
-    total
 }
 
 fn next_up(v: f64) -> f64 {
@@ -622,13 +433,14 @@ impl RawTree {
         if seen.iter().any(|s| !s) {
             return bad("a node the root does not reach");
         }
+        let paths = shap::LeafPath::all(&nodes, splits as u32, &count, &value)
+            .map_err(|e| format!("{}: {e}", self.name))?;
         Ok(Tree {
             nodes,
             value,
             depth,
             splits: splits as u32,
-            count,
-            shap_cache: RefCell::default(),
+            paths,
         })
     }
 }
