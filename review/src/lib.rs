@@ -185,17 +185,12 @@ async fn open_alerts(
     app: &App,
     q: &QueueQuery,
 ) -> Result<(Vec<alerts::QueueRow>, u64), clickhouse::error::Error> {
-    let (rows, total) = alerts::queue(&app.clickhouse, q).await?;
-    let mut open = Vec::with_capacity(rows.len());
-    let mut hidden = 0;
-    for r in rows {
-        if app.verdicts.given(&r.transaction_id).await.is_some() {
-            hidden += 1;
-        } else {
-            open.push(r);
-        }
-    }
-    Ok((open, total.saturating_sub(hidden)))
+    let (mut rows, total) = alerts::queue(&app.clickhouse, q).await?;
+    let hidden = app
+        .verdicts
+        .drop_given(&mut rows, |r| &r.transaction_id)
+        .await;
+    Ok((rows, total.saturating_sub(hidden as u64)))
 }
 
 async fn queue_rows(

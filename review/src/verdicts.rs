@@ -99,8 +99,12 @@ impl Verdicts {
         Ok((verdict, true))
     }
 
-    /// Whether a verdict on `id` was given through this process.
-    pub async fn given(&self, id: &str) -> Option<Verdict> {
-        self.given.lock().await.get(id).cloned()
+    /// Removes from `rows` those with a verdict given through this process (one lock for a page
+    /// of the queue); returns how many it removed.
+    pub async fn drop_given<T>(&self, rows: &mut Vec<T>, id: impl Fn(&T) -> &str) -> usize {
+        let given = self.given.lock().await;
+        let before = rows.len();
+        rows.retain(|r| !given.contains_key(id(r)));
+        before - rows.len()
     }
 }
