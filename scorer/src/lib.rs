@@ -139,8 +139,10 @@ pub struct ScorerConfig {
     #[arg(long = "min-commit-interval-ms", value_name = "MIN_COMMIT_INTERVAL_MS", env = "FRAUDSTREAM_MIN_COMMIT_INTERVAL_MS", default_value = "5",
           value_parser = fraudstream_common::args::millis)]
     pub min_commit_interval: Duration,
-    /// Most records scored in one batch.
-    #[arg(long, env = "FRAUDSTREAM_MAX_BATCH", default_value_t = 10_000)]
+    /// Most records scored in one batch. Four batches are in flight, so this sets most of the
+    /// scorer's own memory: 5000 peaks at ~93 MiB, 10000 at ~106 MiB, at the same throughput
+    /// (measured side by side on 631k transactions).
+    #[arg(long, env = "FRAUDSTREAM_MAX_BATCH", default_value_t = 5_000)]
     pub max_batch: usize,
     #[command(flatten)]
     pub memory: fraudstream_common::kafka::MemoryArgs,
