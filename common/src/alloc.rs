@@ -23,21 +23,14 @@ const OPTIONS: [(&str, &str); 2] = [
 /// environment: `exec` of the same binary, same arguments, same PID. An operator's own setting
 /// of a variable is kept; if `exec` fails, the service runs on with mimalloc's defaults.
 pub fn commit_lazily() {
-    use std::os::unix::process::CommandExt;
-    let missing: Vec<_> = OPTIONS
-        .iter()
+    let missing: Vec<(&str, &str)> = OPTIONS
+        .into_iter()
         .filter(|(name, _)| std::env::var_os(name).is_none())
         .collect();
     if missing.is_empty() {
         return;
     }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let err = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .envs(missing.iter().map(|(name, value)| (name, value)))
-        .exec();
+    let err = crate::reexec::exec_self(&missing);
     eprintln!(
         "note: could not restart with mimalloc's options set ({err}); running with its defaults"
     );

@@ -13,6 +13,7 @@ pub mod kafka;
 #[cfg(feature = "model")]
 pub mod model;
 pub mod model_text;
+pub mod reexec;
 pub mod registry_wait;
 pub mod rules;
 pub mod server;

@@ -27,6 +27,7 @@ mod rules;
 mod stage;
 mod state;
 mod txn;
+mod watchdog;
 mod watcher;
 
 use fraudstream_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};

@@ -2,6 +2,7 @@
 //! transaction committed before partitions are revoked, and aborted when the loop fails.
 
 use crate::metrics::ScorerMetrics;
+use crate::watchdog;
 use crate::ScorerError;
 use fraudstream_common::kafka::{drain, lag_from_statistics};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -86,6 +87,7 @@ impl Txn {
                 let sent = if offsets.is_empty() {
                     Ok(())
                 } else {
+                    let _watch = watchdog::watch(timeout);
                     self.producer
                         .send_offsets_to_transaction(&tpl, &gm, timeout)
                 };
@@ -93,7 +95,10 @@ impl Txn {
                     .offsets_seconds
                     .observe(started.elapsed().as_secs_f64());
                 let started = Instant::now();
-                let committed = sent.and_then(|_| self.producer.commit_transaction(timeout));
+                let committed = sent.and_then(|_| {
+                    let _watch = watchdog::watch(timeout);
+                    self.producer.commit_transaction(timeout)
+                });
                 metrics
                     .commit_seconds
                     .observe(started.elapsed().as_secs_f64());
@@ -108,7 +113,11 @@ impl Txn {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "commit failed; aborting the transaction and redoing its work");
-                if let Err(abort) = self.producer.abort_transaction(timeout) {
+                let aborted = {
+                    let _watch = watchdog::watch(timeout);
+                    self.producer.abort_transaction(timeout)
+                };
+                if let Err(abort) = aborted {
                     // Fenced: a broker outage outlasted transaction.timeout.ms, so the coordinator
                     // aborted the transaction itself and bumped the producer epoch. The outputs are
                     // aborted either way; carry on with a new producer, from the committed offsets.
