@@ -114,7 +114,7 @@ impl LeafPath {
         let d = zero.len();
         let table = if d <= TABLE_FEATURES {
             (0..(1u64 << d) - 1)
-                .map(|t| value * r_of(&zero, t))
+                .map(|t| value * r_of(zero.iter().copied(), t))
                 .chain([0.0])
                 .collect()
         } else {
@@ -145,7 +145,7 @@ impl LeafPath {
     fn r(&self, value: f64, t: u64) -> f64 {
         match self.table.get(t as usize) {
             Some(r) => *r,
-            None => value * r_of(&self.slots.iter().map(|s| s.zero).collect::<Vec<_>>(), t),
+            None => value * r_of(self.slots.iter().map(|s| s.zero), t),
         }
     }
 
@@ -172,12 +172,12 @@ impl LeafPath {
 
 /// R(T) = Π_{j ∉ T} z_j · Σ_k w(k) e_{|T|−k}(z_T), with the elementary symmetric polynomials of
 /// the z in T read off Π_{j ∈ T} (y + z_j). Only for T ⊊ F; the full set's entry is unused.
-fn r_of(zero: &[f64], t: u64) -> f64 {
+fn r_of(zero: impl ExactSizeIterator<Item = f64>, t: u64) -> f64 {
     let d = zero.len();
     let mut outside = 1.0;
     // coefficient k: of y^k
     let mut poly = vec![1.0];
-    for (j, &z) in zero.iter().enumerate() {
+    for (j, z) in zero.enumerate() {
         if t >> j & 1 == 0 {
             outside *= z;
             continue;
@@ -300,7 +300,7 @@ mod tests {
                     .product();
                 want += shapley_weight(s.count_ones() as usize, d) * outside;
             }
-            let got = r_of(&zero, t);
+            let got = r_of(zero.iter().copied(), t);
             assert!((got - want).abs() < 1e-15, "T={t:b}: {got} vs {want}");
         }
     }
