@@ -87,17 +87,17 @@ impl Txn {
                 let sent = if offsets.is_empty() {
                     Ok(())
                 } else {
-                    let _watch = watchdog::watch(timeout);
-                    self.producer
-                        .send_offsets_to_transaction(&tpl, &gm, timeout)
+                    watchdog::watched(timeout, || {
+                        self.producer
+                            .send_offsets_to_transaction(&tpl, &gm, timeout)
+                    })
                 };
                 metrics
                     .offsets_seconds
                     .observe(started.elapsed().as_secs_f64());
                 let started = Instant::now();
                 let committed = sent.and_then(|_| {
-                    let _watch = watchdog::watch(timeout);
-                    self.producer.commit_transaction(timeout)
+                    watchdog::watched(timeout, || self.producer.commit_transaction(timeout))
                 });
                 metrics
                     .commit_seconds
@@ -113,10 +113,8 @@ impl Txn {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "commit failed; aborting the transaction and redoing its work");
-                let aborted = {
-                    let _watch = watchdog::watch(timeout);
-                    self.producer.abort_transaction(timeout)
-                };
+                let aborted =
+                    watchdog::watched(timeout, || self.producer.abort_transaction(timeout));
                 if let Err(abort) = aborted {
                     // Fenced: a broker outage outlasted transaction.timeout.ms, so the coordinator
                     // aborted the transaction itself and bumped the producer epoch. The outputs are

@@ -20,8 +20,14 @@ const GRACE: Duration = Duration::from_secs(30);
 static DEADLINE_MS: AtomicU64 = AtomicU64::new(0);
 static STARTED: Once = Once::new();
 
+/// Runs `call` (a librdkafka call given `timeout`) under the watchdog.
+pub(crate) fn watched<T>(timeout: Duration, call: impl FnOnce() -> T) -> T {
+    let _watch = watch(timeout);
+    call()
+}
+
 /// Watches a call given `timeout` until the returned guard drops.
-pub(crate) fn watch(timeout: Duration) -> Watch {
+fn watch(timeout: Duration) -> Watch {
     STARTED.call_once(|| {
         let spawned = std::thread::Builder::new()
             .name("txn-watchdog".into())
@@ -36,7 +42,7 @@ pub(crate) fn watch(timeout: Duration) -> Watch {
 }
 
 /// Ends the watch when dropped (the call returned).
-pub(crate) struct Watch;
+struct Watch;
 
 impl Drop for Watch {
     fn drop(&mut self) {
