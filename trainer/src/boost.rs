@@ -2,9 +2,9 @@
 //!
 //! Why not `lightgbm3::Booster::train_with_valid`: it runs every round in one call, so a user
 //! watching a multi-minute training sees nothing move. Here each round is one call, so the caller
-//! gets the round number and the validation loss after each (a progress bar), with the same early
-//! stopping: stop after `early_stopping_rounds` rounds without a lower validation loss and roll
-//! those rounds back. The result is LightGBM's model text, loaded back with `lightgbm3` for
+//! gets the round number and the validation metric after each (a progress bar), with the same
+//! early stopping: stop after `early_stopping_rounds` rounds without a better validation metric
+//! and roll those rounds back. The result is LightGBM's model text, loaded back with `lightgbm3` for
 //! prediction, exactly as the scorer loads it.
 
 use crate::TrainerError;
@@ -152,18 +152,21 @@ impl Booster {
 #[derive(Debug, Clone, Copy)]
 pub struct Round {
     pub round: u64,
-    pub valid_loss: Option<f64>,
+    /// The first validation metric after this round.
+    pub valid_metric: Option<f64>,
 }
 
-/// Trains on `train` with early stopping on `valid` (lower first metric is better: use a loss
-/// such as `binary_logloss`). `params` are LightGBM's `key=value` parameters. Calls `on_round`
-/// after every round. Returns the model text and the rounds kept.
+/// Trains on `train` with early stopping on `valid`'s first metric (higher is better when
+/// `maximize`, as for `average_precision`; lower otherwise, as for a loss). `params` are
+/// LightGBM's `key=value` parameters. Calls `on_round` after every round. Returns the model text
+/// and the rounds kept.
 pub fn train(
     train: (&[f64], &[f32]),
     valid: (&[f64], &[f32]),
     params: &str,
     max_rounds: u64,
     early_stopping_rounds: u64,
+    maximize: bool,
     mut on_round: impl FnMut(Round),
 ) -> Result<(String, u64), TrainerError> {
     let params = CString::new(params).map_err(TrainerError::Parameters)?;
@@ -183,9 +186,14 @@ pub fn train(
             break;
         }
         kept = round;
-        let valid_loss = booster.valid_metric()?;
-        on_round(Round { round, valid_loss });
-        let Some(loss) = valid_loss else { continue };
+        let valid_metric = booster.valid_metric()?;
+        on_round(Round {
+            round,
+            valid_metric,
+        });
+        let Some(metric) = valid_metric else { continue };
+        // Compared as a loss: lower is better.
+        let loss = if maximize { -metric } else { metric };
         if loss < best {
             (best, since_best) = (loss, 0);
         } else {
