@@ -156,17 +156,15 @@ pub struct Round {
     pub valid_metric: Option<f64>,
 }
 
-/// Trains on `train` with early stopping on `valid`'s first metric (higher is better when
-/// `maximize`, as for `average_precision`; lower otherwise, as for a loss). `params` are
-/// LightGBM's `key=value` parameters. Calls `on_round` after every round. Returns the model text
-/// and the rounds kept.
+/// Trains on `train` with early stopping on `valid`'s first metric, higher being better (such as
+/// `average_precision`; not a loss). `params` are LightGBM's `key=value` parameters. Calls
+/// `on_round` after every round. Returns the model text and the rounds kept.
 pub fn train(
     train: (&[f64], &[f32]),
     valid: (&[f64], &[f32]),
     params: &str,
     max_rounds: u64,
     early_stopping_rounds: u64,
-    maximize: bool,
     mut on_round: impl FnMut(Round),
 ) -> Result<(String, u64), TrainerError> {
     let params = CString::new(params).map_err(TrainerError::Parameters)?;
@@ -177,7 +175,7 @@ pub fn train(
     check(unsafe { sys::LGBM_BoosterCreate(train_set.0, params.as_ptr(), &mut handle) })?;
     let booster = Booster(handle);
     check(unsafe { sys::LGBM_BoosterAddValidData(booster.0, valid_set.0) })?;
-    let (mut best, mut since_best, mut kept) = (f64::INFINITY, 0u64, 0u64);
+    let (mut best, mut since_best, mut kept) = (f64::NEG_INFINITY, 0u64, 0u64);
     for round in 1..=max_rounds {
         let mut finished = 0;
         // SAFETY: out-parameter valid for the call.
@@ -192,10 +190,8 @@ pub fn train(
             valid_metric,
         });
         let Some(metric) = valid_metric else { continue };
-        // Compared as a loss: lower is better.
-        let loss = if maximize { -metric } else { metric };
-        if loss < best {
-            (best, since_best) = (loss, 0);
+        if metric > best {
+            (best, since_best) = (metric, 0);
         } else {
             since_best += 1;
             if since_best >= early_stopping_rounds {

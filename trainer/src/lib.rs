@@ -400,7 +400,6 @@ pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
         &params,
         p.max_rounds.max(1) as u64,
         p.early_stopping_rounds.max(1) as u64,
-        true,
         |r| {
             bar.set_position(r.round);
             if let Some(pr_auc) = r.valid_metric {
