@@ -22,7 +22,7 @@ const OPTIONS: [(&str, &str); 2] = [
 /// the one way to set them for the service is to start it again with the options in its
 /// environment: `exec` of the same binary, same arguments, same PID. An operator's own setting
 /// of a variable is kept; if `exec` fails, the service runs on with mimalloc's defaults.
-pub fn commit_lazily() {
+pub fn set_memory_options() {
     let missing: Vec<(&str, &str)> = OPTIONS
         .into_iter()
         .filter(|(name, _)| std::env::var_os(name).is_none())

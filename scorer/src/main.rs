@@ -40,7 +40,7 @@ struct Cli {
 }
 
 fn main() -> Result<()> {
-    fraudstream_common::alloc::commit_lazily();
+    fraudstream_common::alloc::set_memory_options();
     tokio::runtime::Runtime::new()?.block_on(run_scorer())
 }
 
