@@ -157,14 +157,15 @@ pub struct Round {
 }
 
 /// Trains on `train` with early stopping on `valid`'s first metric, higher being better (such as
-/// `average_precision`; not a loss). `params` are LightGBM's `key=value` parameters. Calls
-/// `on_round` after every round. Returns the model text and the rounds kept.
+/// `average_precision`; not a loss), after `early_stopping_rounds` without a better one (None:
+/// all `max_rounds`). `params` are LightGBM's `key=value` parameters. Calls `on_round` after
+/// every round. Returns the model text and the rounds kept.
 pub fn train(
     train: (&[f64], &[f32]),
     valid: (&[f64], &[f32]),
     params: &str,
     max_rounds: u64,
-    early_stopping_rounds: u64,
+    early_stopping_rounds: Option<u64>,
     mut on_round: impl FnMut(Round),
 ) -> Result<(String, u64), TrainerError> {
     let params = CString::new(params).map_err(TrainerError::Parameters)?;
@@ -194,7 +195,7 @@ pub fn train(
             (best, since_best) = (metric, 0);
         } else {
             since_best += 1;
-            if since_best >= early_stopping_rounds {
+            if early_stopping_rounds.is_some_and(|patience| since_best >= patience) {
                 for _ in 0..since_best {
                     check(unsafe { sys::LGBM_BoosterRollbackOneIter(booster.0) })?;
                 }

@@ -449,8 +449,16 @@ async fn announce_and_publish(
     publisher: Option<&Publisher>,
 ) -> Result<Option<Outcome>> {
     let m = &trained.metrics;
+    // Why all rounds ran, when they did (see `trainer::MIN_FRAUDS_TO_STOP_EARLY`).
+    let stopped_on = match m.get("valid_frauds") {
+        Some(&f) if (f as usize) < trainer::MIN_FRAUDS_TO_STOP_EARLY => format!(
+            "; no early stopping: {f} frauds in the validation split, fewer than {}",
+            trainer::MIN_FRAUDS_TO_STOP_EARLY
+        ),
+        _ => String::new(),
+    };
     println!(
-        "{done} ({} rounds): holdout PR-AUC {:.4}, ROC-AUC {:.4}; threshold {}: precision {:.3}, recall {:.3}, {:.1} alerts per 10k",
+        "{done} ({} rounds{stopped_on}): holdout PR-AUC {:.4}, ROC-AUC {:.4}; threshold {}: precision {:.3}, recall {:.3}, {:.1} alerts per 10k",
         m["rounds"],
         m["pr_auc"],
         m["roc_auc"],

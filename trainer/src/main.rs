@@ -55,7 +55,8 @@ struct Training {
     /// Threshold rule instead: this many alerts per 10,000 transactions on the holdout.
     #[arg(long, env = "FRAUDSTREAM_ALERT_BUDGET")]
     alert_budget: Option<f64>,
-    /// Most boosting rounds (early stopping on the validation split usually ends sooner).
+    /// Most boosting rounds. Early stopping on the validation split's PR-AUC usually ends sooner;
+    /// with fewer than 100 frauds in that split it cannot judge, and all rounds are trained.
     #[arg(long, default_value_t = 300, env = "FRAUDSTREAM_MAX_ROUNDS")]
     max_rounds: i64,
     /// Gate: the candidate replaces the champion when its holdout PR-AUC is at least the
