@@ -449,11 +449,11 @@ async fn announce_and_publish(
     publisher: Option<&Publisher>,
 ) -> Result<Option<Outcome>> {
     let m = &trained.metrics;
-    // Why all rounds ran, when they did (see `trainer::MIN_FRAUDS_TO_STOP_EARLY`).
+    // Why all rounds ran, when they did (see `trainer::MIN_FRAUDS_TO_JUDGE`).
     let stopped_on = match m.get("valid_frauds") {
-        Some(&f) if (f as usize) < trainer::MIN_FRAUDS_TO_STOP_EARLY => format!(
+        Some(&f) if (f as usize) < trainer::MIN_FRAUDS_TO_JUDGE => format!(
             "; no early stopping: {f} frauds in the validation split, fewer than {}",
-            trainer::MIN_FRAUDS_TO_STOP_EARLY
+            trainer::MIN_FRAUDS_TO_JUDGE
         ),
         _ => String::new(),
     };
@@ -490,11 +490,18 @@ async fn announce_and_publish(
     };
     if let Some(o) = &outcome {
         let d = &o.decision;
-        let against = d
+        let mut against = d
             .champion_pr_auc
             .map_or("no champion yet".to_string(), |c| {
                 format!("champion PR-AUC {c:.4} on the same holdout")
             });
+        if d.too_few_frauds() {
+            against += &format!(
+                ", but only {} frauds in it: too few to judge (fewer than {}), the champion stays",
+                d.holdout_frauds,
+                trainer::MIN_FRAUDS_TO_JUDGE
+            );
+        }
         match &o.record {
             Some(r) => println!(
                 "gate: candidate {:.4} vs {against} → published {} v{} as {}",

@@ -340,14 +340,15 @@ pub struct Trained {
     pub baseline: Option<baseline::Baseline>,
 }
 
-/// Fewest frauds in the validation split for early stopping; with fewer, all --max-rounds are
-/// trained. On a handful of frauds either metric is noise: the demo's retrains on its first
-/// ~100k streamed rows (3 to 7 frauds to validate on) stopped after 1 to 100 rounds by chance, on
-/// PR-AUC as on log loss; after 1 round a model caught none of the next 5 s's 405 card-testing
-/// frauds, all 100 rounds caught 318 (next 5 s PR-AUC 0.85, against 0.81 and 0.16 stopped early),
-/// and they ranked as well or better at each of five cuts. 100 is a judgement: PR-AUC's sampling
-/// error there is about ±0.05, and the retrains that had 151 to 479 stopped well.
-pub const MIN_FRAUDS_TO_STOP_EARLY: usize = 100;
+/// Fewest frauds for a PR-AUC to judge by: in the validation split for early stopping (with
+/// fewer, all --max-rounds are trained), in the holdout for the gate to replace a champion (see
+/// [`registry::gate`]). On a handful of frauds the metric is noise: the demo's retrains on its
+/// first ~100k streamed rows (3 to 7 frauds to validate on) stopped after 1 to 100 rounds by
+/// chance, on PR-AUC as on log loss; after 1 round a model caught none of the next 5 s's 405
+/// card-testing frauds, all 100 rounds caught 318 (next 5 s PR-AUC 0.85, against 0.81 and 0.16
+/// stopped early), and they ranked as well or better at each of five cuts. 100 is a judgement:
+/// PR-AUC's sampling error there is about ±0.05, and the retrains that had 151 to 479 stopped well.
+pub const MIN_FRAUDS_TO_JUDGE: usize = 100;
 
 /// The training rows of `n` examples: the first 80% in time.
 pub fn train_range(n: usize) -> std::ops::Range<usize> {
@@ -382,9 +383,9 @@ pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
     // 0.3431 → 0.3494; 59 → 60, 0.4840 → 0.4836; Kaggle-like 295 → 14, 0.9875 → 0.9869. Every
     // tree costs the scorer predict and SHAP time on every record.
     // Too few frauds to validate on, and no early stopping can tell better from worse: see
-    // `MIN_FRAUDS_TO_STOP_EARLY`.
-    let patience = (positives(vy) >= MIN_FRAUDS_TO_STOP_EARLY)
-        .then_some(p.early_stopping_rounds.max(1) as u64);
+    // `MIN_FRAUDS_TO_JUDGE`.
+    let patience =
+        (positives(vy) >= MIN_FRAUDS_TO_JUDGE).then_some(p.early_stopping_rounds.max(1) as u64);
     // Leaves of at least 200 rows and an L2 penalty: on the realistic profile (fraud ~0.1%, half of
     // it mule cash-outs that look like any other) LightGBM's defaults isolate single frauds, the
     // model stops after a few trees and ranks worse than a one-feature rule (holdout PR-AUC 0.18
@@ -626,7 +627,10 @@ impl Publisher {
         let candidate_auc = holdout_pr_auc(&candidate, ex).ok_or_else(|| {
             TrainerError::Data("the new model does not load in the scorer's model code".into())
         })?;
-        let mut decision = registry::gate(candidate_auc, champion_auc, self.tolerance);
+        let holdout = holdout_range(ex.len());
+        let holdout_frauds = ex.labels[holdout].iter().filter(|l| **l > 0.5).count();
+        let mut decision =
+            registry::gate(candidate_auc, champion_auc, self.tolerance, holdout_frauds);
         if self.force {
             decision.promote = true;
         }

@@ -3,7 +3,7 @@
 //! its text and metrics, as an event log), so that any version can be promoted or rolled back to
 //! after compaction dropped it from the topic.
 
-use crate::{Trained, TrainerError};
+use crate::{Trained, TrainerError, MIN_FRAUDS_TO_JUDGE};
 use fraudstream_common::clickhouse::ClickHouseArgs;
 use fraudstream_common::kafka::{read_partition_range, KafkaArgs};
 use fraudstream_common::model::pack_model_text;
@@ -271,16 +271,35 @@ pub struct GateDecision {
     pub candidate_pr_auc: f64,
     /// PR-AUC of the serving champion on the same holdout (None: there is no champion).
     pub champion_pr_auc: Option<f64>,
+    /// Frauds in the holdout: the PR-AUCs' sample.
+    pub holdout_frauds: usize,
     pub promote: bool,
 }
 
+impl GateDecision {
+    /// There is a champion, and the holdout has too few frauds to tell the two apart.
+    pub fn too_few_frauds(&self) -> bool {
+        self.champion_pr_auc.is_some() && self.holdout_frauds < MIN_FRAUDS_TO_JUDGE
+    }
+}
+
 /// The new model becomes champion when its holdout PR-AUC is at least the champion's on the same
-/// rows, minus `tolerance`. With no loadable champion, it becomes champion.
-pub fn gate(candidate_pr_auc: f64, champion_pr_auc: Option<f64>, tolerance: f64) -> GateDecision {
+/// rows, minus `tolerance`, and the holdout holds at least [`MIN_FRAUDS_TO_JUDGE`] frauds: on
+/// fewer, the difference is noise (the demo's first retrains, 0 to 3 frauds in their holdouts,
+/// replaced a champion that caught 27% of a new pattern with models that caught 0.4%). With no
+/// loadable champion, it becomes champion.
+pub fn gate(
+    candidate_pr_auc: f64,
+    champion_pr_auc: Option<f64>,
+    tolerance: f64,
+    holdout_frauds: usize,
+) -> GateDecision {
+    let judged = holdout_frauds >= MIN_FRAUDS_TO_JUDGE;
     GateDecision {
         candidate_pr_auc,
         champion_pr_auc,
-        promote: champion_pr_auc.is_none_or(|c| candidate_pr_auc >= c - tolerance),
+        holdout_frauds,
+        promote: champion_pr_auc.is_none_or(|c| judged && candidate_pr_auc >= c - tolerance),
     }
 }
 
@@ -324,9 +343,13 @@ mod tests {
 
     #[test]
     fn gate_promotes_only_at_least_as_good() {
-        assert!(gate(0.95, None, 0.0).promote);
-        assert!(gate(0.95, Some(0.95), 0.0).promote);
-        assert!(!gate(0.90, Some(0.95), 0.01).promote);
-        assert!(gate(0.945, Some(0.95), 0.01).promote);
+        assert!(gate(0.95, None, 0.0, 500).promote);
+        assert!(gate(0.95, Some(0.95), 0.0, 500).promote);
+        assert!(!gate(0.90, Some(0.95), 0.01, 500).promote);
+        assert!(gate(0.945, Some(0.95), 0.01, 500).promote);
+        // Too few frauds in the holdout to judge: the champion stays, whatever the PR-AUCs.
+        let unjudged = gate(0.95, Some(0.10), 0.0, MIN_FRAUDS_TO_JUDGE - 1);
+        assert!(!unjudged.promote && unjudged.too_few_frauds());
+        assert!(gate(0.95, None, 0.0, 3).promote, "the first model serves");
     }
 }

@@ -29,6 +29,7 @@ pub fn json(t: &Trained, ctx: &ReportContext<'_>) -> serde_json::Value {
         "gate": ctx.gate.map(|g| serde_json::json!({
             "candidate_pr_auc": g.candidate_pr_auc,
             "champion_pr_auc": g.champion_pr_auc,
+            "holdout_frauds": g.holdout_frauds,
             "promoted": g.promote,
         })),
     })
@@ -193,16 +194,22 @@ pub fn html(t: &Trained, ctx: &ReportContext<'_>) -> String {
     let version = ctx
         .version
         .map_or("(not published)".to_string(), |v| format!("v{v}"));
-    let gate =
-        match ctx.gate {
-            Some(g) => format!(
+    let gate = match ctx.gate {
+        Some(g) => format!(
             "<p>Gate: candidate PR-AUC {:.4} vs champion {} on the same holdout → <b>{}</b></p>",
             g.candidate_pr_auc,
-            g.champion_pr_auc.map_or("(none)".into(), |c| format!("{c:.4}")),
-            if g.promote { "champion" } else { "not promoted" }
+            g.champion_pr_auc
+                .map_or("(none)".into(), |c| format!("{c:.4}")),
+            if g.promote {
+                "champion"
+            } else if g.too_few_frauds() {
+                "not promoted: too few frauds in the holdout to judge"
+            } else {
+                "not promoted"
+            }
         ),
-            None => String::new(),
-        };
+        None => String::new(),
+    };
     format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>fraudstream model {name} {version}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}figure{{display:inline-block;margin:0 1em 1em 0}}
