@@ -60,7 +60,8 @@ struct Training {
     #[arg(long, default_value_t = 300, env = "FRAUDSTREAM_MAX_ROUNDS")]
     max_rounds: i64,
     /// Gate: the candidate replaces the champion when its holdout PR-AUC is at least the
-    /// champion's on the same rows minus this.
+    /// champion's on the same rows minus this, and the holdout holds at least 100 frauds (on
+    /// fewer the two cannot be told apart, and the champion stays).
     #[arg(long, default_value_t = 0.0, env = "FRAUDSTREAM_GATE_TOLERANCE")]
     tolerance: f64,
     /// A candidate that fails the gate is published as challenger (scored in shadow) unless this.

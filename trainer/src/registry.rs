@@ -285,9 +285,9 @@ impl GateDecision {
 
 /// The new model becomes champion when its holdout PR-AUC is at least the champion's on the same
 /// rows, minus `tolerance`, and the holdout holds at least [`MIN_FRAUDS_TO_JUDGE`] frauds: on
-/// fewer, the difference is noise (the demo's first retrains, 0 to 3 frauds in their holdouts,
-/// replaced a champion that caught 27% of a new pattern with models that caught 0.4%). With no
-/// loadable champion, it becomes champion.
+/// fewer, the difference is noise (two of the demo's first retrains, on 0 and 3 frauds to validate
+/// on, replaced a champion that caught 27% of a new pattern with models that caught 0.2%). With
+/// no loadable champion, it becomes champion.
 pub fn gate(
     candidate_pr_auc: f64,
     champion_pr_auc: Option<f64>,

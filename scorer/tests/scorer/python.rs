@@ -13,14 +13,22 @@ fn run(command: &mut Command) -> String {
     text
 }
 
-/// The Python packages (lightgbm, pandas), installed once into the cache.
+/// The Python packages (lightgbm, pandas), installed once into the cache. The directory is the
+/// script's stdout: pip's own messages go to stderr (a dependency-conflict warning there, as the
+/// last line of both, once became the PYTHONPATH).
 fn python_path() -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/python-deps.sh");
-    run(&mut Command::new(script))
+    let out = Command::new(&script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
         .trim()
         .lines()
         .last()
-        .unwrap()
+        .expect("python-deps.sh prints the directory")
         .to_string()
 }
 
