@@ -350,6 +350,11 @@ pub struct Trained {
 /// PR-AUC's sampling error there is about ±0.05, and the retrains that had 151 to 479 stopped well.
 pub const MIN_FRAUDS_TO_JUDGE: usize = 100;
 
+/// The frauds among `labels` (1.0 fraud, 0.0 not).
+fn frauds(labels: &[f32]) -> usize {
+    labels.iter().filter(|x| **x > 0.5).count()
+}
+
 /// The training rows of `n` examples: the first 80% in time.
 pub fn train_range(n: usize) -> std::ops::Range<usize> {
     0..n * 8 / 10
@@ -364,14 +369,10 @@ pub fn holdout_range(n: usize) -> std::ops::Range<usize> {
 pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
     let n = ex.len();
     let (train_end, valid_end) = (train_range(n).end, holdout_range(n).start);
-    let positives = |l: &[f32]| l.iter().filter(|x| **x > 0.5).count();
-    if n < 1000
-        || positives(&ex.labels[..train_end]) == 0
-        || positives(&ex.labels[valid_end..]) == 0
-    {
+    if n < 1000 || frauds(&ex.labels[..train_end]) == 0 || frauds(&ex.labels[valid_end..]) == 0 {
         return Err(TrainerError::Data(format!(
             "{n} rows with {} frauds: need at least 1000 rows and fraud in both the training and the holdout part",
-            positives(&ex.labels)
+            frauds(&ex.labels)
         )));
     }
     let (tx, ty) = ex.slice(0, train_end);
@@ -384,8 +385,9 @@ pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
     // tree costs the scorer predict and SHAP time on every record.
     // Too few frauds to validate on, and no early stopping can tell better from worse: see
     // `MIN_FRAUDS_TO_JUDGE`.
+    let valid_frauds = frauds(vy);
     let patience =
-        (positives(vy) >= MIN_FRAUDS_TO_JUDGE).then_some(p.early_stopping_rounds.max(1) as u64);
+        (valid_frauds >= MIN_FRAUDS_TO_JUDGE).then_some(p.early_stopping_rounds.max(1) as u64);
     // Leaves of at least 200 rows and an L2 penalty: on the realistic profile (fraud ~0.1%, half of
     // it mule cash-outs that look like any other) LightGBM's defaults isolate single frauds, the
     // model stops after a few trees and ranks worse than a one-feature rule (holdout PR-AUC 0.18
@@ -447,7 +449,7 @@ pub fn train(ex: &Examples, p: &TrainParams) -> Result<Trained, TrainerError> {
         .insert("train_rows".into(), train_end as f64);
     trained
         .metrics
-        .insert("valid_frauds".into(), positives(vy) as f64);
+        .insert("valid_frauds".into(), valid_frauds as f64);
     let gains = booster.feature_importance(lightgbm3::ImportanceType::Gain)?;
     trained.importance = feature_names().into_iter().zip(gains).collect();
     trained.importance.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -627,8 +629,7 @@ impl Publisher {
         let candidate_auc = holdout_pr_auc(&candidate, ex).ok_or_else(|| {
             TrainerError::Data("the new model does not load in the scorer's model code".into())
         })?;
-        let holdout = holdout_range(ex.len());
-        let holdout_frauds = ex.labels[holdout].iter().filter(|l| **l > 0.5).count();
+        let holdout_frauds = frauds(&ex.labels[holdout_range(ex.len())]);
         let mut decision =
             registry::gate(candidate_auc, champion_auc, self.tolerance, holdout_frauds);
         if self.force {
