@@ -1,12 +1,13 @@
 //! Benchmark probe: reads committed predictions (read_committed, as any downstream consumer would)
 //! and prints the end-to-end latency percentiles, from the transaction's event_time to the moment
 //! its prediction became readable. The first 2 s of events (group join, state rebuild, warm-up)
-//! are left out: the percentiles describe the steady state.
+//! are left out: the percentiles describe the steady state. It reads a passthrough's output (the
+//! transactions copied) as well, for the latency of the Kafka path alone.
 //!
 //! `cargo run --release -p scorer --example e2e_latency -- TOPIC COUNT`
 
 use fraudstream_common::testing::{local_kafka, unique_name};
-use fraudstream_schemas::{Codec, Prediction};
+use fraudstream_schemas::{Codec, Prediction, Transaction};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use std::time::Duration;
@@ -36,14 +37,21 @@ async fn main() {
             break;
         };
         let now = fraudstream_common::now_millis();
-        if let Ok(p) = codec
-            .decode::<Prediction>(m.payload().unwrap_or_default())
-            .await
-        {
+        let payload = m.payload().unwrap_or_default();
+        // A passthrough copies the transactions: their event_time is read the same way.
+        let event_time = match codec.decode::<Prediction>(payload).await {
+            Ok(p) => Some(p.event_time),
+            Err(_) => codec
+                .decode::<Transaction>(payload)
+                .await
+                .ok()
+                .map(|t| t.event_time),
+        };
+        if let Some(event_time) = event_time {
             seen += 1;
-            first_event = first_event.min(p.event_time);
-            if p.event_time >= first_event + 2000 {
-                latencies.push((now - p.event_time) as f64);
+            first_event = first_event.min(event_time);
+            if event_time >= first_event + 2000 {
+                latencies.push((now - event_time) as f64);
             }
         }
     }
