@@ -7,14 +7,15 @@ rate_of() { grep -Eo '\(([0-9]+) (rows|tx)/s\)' | grep -Eo '[0-9]+' | head -1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 log() { echo "  $*" >&2; }
 
-# latency_run RATE RUN: end-to-end latency at a fixed rate, producer → scorer (exactly-once) →
-# committed prediction, on the services use_services chose; prints the probe's percentile line.
-# Needs BIN, WORK (with stream.csv), ID, and MODEL_FLAGS (how the scorer gets its model).
+# latency_run RATE RUN [SCORER_FLAGS...]: end-to-end latency at a fixed rate, producer → scorer
+# (exactly-once) → committed prediction, on the services use_services chose; prints the probe's
+# percentile line. Needs BIN, WORK (with stream.csv), ID, and MODEL_FLAGS (how the scorer gets its
+# model).
 latency_run() { # $1 = rate, $2 = run
   local tag="bench-lat-$1-$2-$ID" n=$(($1 * 10))
   "$BIN/scorer" --instance-id "$tag" --group "$tag" --transactions-topic "$tag-tx" --predictions-topic "$tag-out" \
     --alerts-topic "$tag-alerts" --dlq-topic "$tag-dlq" "${MODEL_FLAGS[@]}" --metrics-addr 127.0.0.1:0 \
-    --commit-interval-ms 20 --partitions 6 >/dev/null 2>&1 &
+    --commit-interval-ms 20 --partitions 6 "${@:3}" >/dev/null 2>&1 &
   local scorer_pid=$!
   deploy/local/kafka-topics.sh --create --topic "$tag-tx" --partitions 6 >/dev/null 2>&1 || true
   deploy/local/kafka-topics.sh --create --topic "$tag-out" --partitions 6 >/dev/null 2>&1 || true
