@@ -237,8 +237,19 @@ pub async fn archive(
     Ok(())
 }
 
-/// The archive's event log for `name`, oldest first.
+/// The archive's event log for `name`, oldest first; empty before anything was archived.
 pub async fn history(ch: &ClickHouseArgs, name: &str) -> Result<Vec<ArchiveRow>, TrainerError> {
+    // Before the sink or a publishing command has created the database and its tables, `list`
+    // and the others say there is no archived version, not ClickHouse's "doesn't exist".
+    let tables: u64 = ch
+        .server_client()
+        .query("SELECT count() FROM system.tables WHERE database = ? AND name = 'models'")
+        .bind(&ch.database)
+        .fetch_one()
+        .await?;
+    if tables == 0 {
+        return Ok(Vec::new());
+    }
     Ok(ch
         .client()
         .query("SELECT ?fields FROM models WHERE model_name = ? ORDER BY archived_millis, version")

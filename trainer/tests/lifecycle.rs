@@ -151,6 +151,15 @@ async fn bootstrap_watch_gate_and_rollback() {
     )
     .await
     .unwrap();
+    // 0. Before the database exists (nothing archived yet), `list` says so.
+    let list = trainer_cmd(&kafka, &ch, &topic, "list").output().unwrap();
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let empty = format!("(no archived versions of paysim in {name})");
+    assert!(String::from_utf8_lossy(&list.stdout).contains(&empty));
     ch.migrate().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let csv = simulate(dir.path(), 400_000);
