@@ -95,6 +95,9 @@ STREAM_ROWS=$(($(wc -l <"$DATA/stream.csv") - 1))
 
 echo "== 2. ClickHouse database '$CLICKHOUSE_DATABASE' (fresh), first model from the historical part"
 curl -sf "$CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS $CLICKHOUSE_DATABASE" >/dev/null
+# The earlier demos' topics go with their database: left on the broker, every run would add ~50
+# partitions, and a broker restart takes back each partition's leadership one by one.
+deploy/local/kafka-topics.sh --delete --if-exists --topic 'demo-[0-9]+-.*' >/dev/null 2>&1 || echo "  (could not delete earlier demo topics; carrying on)"
 "$BIN/trainer" bootstrap --csv "$DATA/historical.csv" --out "$DATA/model-v1.txt" --report "$DATA/reports/v1" --max-rounds 100 | grep -E 'trained|gate|report'
 
 echo "== 3. an analyst rule, two scorers (one consumer group), the sink, the trainer watching ClickHouse, the review page"

@@ -297,7 +297,7 @@ fn partition_ranges(
             if only.is_some_and(|o| o != p.id()) {
                 continue;
             }
-            let (low, high) = reader.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+            let (low, high) = fraudstream_common::kafka::watermarks(reader, topic, p.id())?;
             ranges.push((p.id(), low, high));
         }
     }

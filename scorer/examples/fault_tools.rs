@@ -231,9 +231,8 @@ async fn main() {
                 .unwrap();
             let (mut records, mut ids) = (0u64, HashSet::new());
             for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-                let (low, high) = consumer
-                    .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                    .unwrap();
+                let (low, high) =
+                    fraudstream_common::kafka::watermarks(&consumer, topic, p.id()).unwrap();
                 let mut payloads = Vec::new();
                 fraudstream_common::kafka::read_partition_range(
                     &consumer,

@@ -4,7 +4,7 @@
 use crate::stage::decode;
 use crate::{Engine, ScorerError};
 use fraudstream_common::features::AccountHistory;
-use fraudstream_common::kafka::read_partition_range;
+use fraudstream_common::kafka::{read_partition_range, watermarks};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ pub(crate) fn rebuild(
 ) -> Result<AccountHistory, ScorerError> {
     let mut history = AccountHistory::default();
     let topic = &engine.cfg.input_topic;
-    let (low, _) = reader.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+    let (low, _) = watermarks(reader, topic, partition)?;
     let from = (up_to - engine.cfg.state_lookback).max(low);
     let started = Instant::now();
     let mut n = 0u64;

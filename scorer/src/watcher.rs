@@ -59,7 +59,7 @@ pub fn spawn<T: AvroRecord + Send + 'static>(
     let mut ends = Vec::new();
     for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
         tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-        let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+        let (_, high) = fraudstream_common::kafka::watermarks(&consumer, topic, p.id())?;
         ends.push((p.id(), high));
     }
     consumer.assign(&tpl)?;

@@ -63,7 +63,7 @@ fn read_topic(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Vec<Vec<u8>>> {
     let partitions = metadata.topics()[0].partitions().len() as i32;
     let mut payloads = Vec::new();
     for p in 0..partitions {
-        let (low, high) = reader.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        let (low, high) = fraudstream_common::kafka::watermarks(&reader, topic, p)?;
         let timeout = Duration::from_secs(120);
         read_partition_range(&reader, topic, p, low, high, timeout, |m| {
             payloads.extend(m.payload().map(<[u8]>::to_vec));

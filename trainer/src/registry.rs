@@ -5,7 +5,7 @@
 
 use crate::{Trained, TrainerError, MIN_FRAUDS_TO_JUDGE};
 use fraudstream_common::clickhouse::ClickHouseArgs;
-use fraudstream_common::kafka::{read_partition_range, KafkaArgs};
+use fraudstream_common::kafka::{read_partition_range, watermarks, KafkaArgs};
 use fraudstream_common::model::pack_model_text;
 use fraudstream_common::now_millis;
 use fraudstream_schemas::{Compression, ModelRecord, ModelStatus};
@@ -31,7 +31,7 @@ pub async fn read_models(kafka: &KafkaArgs, topic: &str) -> Result<Vec<ModelReco
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut payloads = Vec::new();
     for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+        let (low, high) = watermarks(&consumer, topic, p.id())?;
         read_partition_range(
             &consumer,
             topic,

@@ -5,10 +5,9 @@
 use crate::TrainerError;
 use fraudstream_common::clickhouse::ClickHouseArgs;
 use fraudstream_common::features::{push_features, AccountHistory, TxView, N_FEATURES};
-use fraudstream_common::kafka::{read_partition_range, KafkaArgs};
+use fraudstream_common::kafka::{read_partition_range, watermarks, KafkaArgs};
 use fraudstream_common::rules::{decide, CompiledRule, Input};
 use fraudstream_schemas::{Rule, RuleAction, TransactionType};
-use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use std::collections::BTreeMap;
@@ -20,7 +19,7 @@ pub async fn read_book(
     topic: &str,
 ) -> Result<(BTreeMap<String, Rule>, i64), TrainerError> {
     let reader = kafka.range_reader("trainer-rules-reader")?;
-    let (low, high) = reader.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
+    let (low, high) = watermarks(&reader, topic, 0)?;
     let mut records = Vec::new();
     read_partition_range(&reader, topic, 0, low, high, Duration::from_secs(60), |m| {
         let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();

@@ -63,6 +63,46 @@ pub fn read_partition_range(
     Ok(())
 }
 
+/// The low and high watermarks of `partition` of `topic`. A broker that has just restarted takes
+/// its partitions' leadership back one by one (seconds with thousands of partitions), and
+/// answers "not leader" until then: such answers are waited out for up to a minute instead of
+/// failing a state rebuild or a read of a whole topic.
+pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl rdkafka::consumer::Consumer<C>,
+    topic: &str,
+    partition: i32,
+) -> std::result::Result<(i64, i64), rdkafka::error::KafkaError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Err(e) if is_transient(&e) && std::time::Instant::now() < deadline => {
+                tracing::warn!(topic, partition, error = %e, "reading watermarks; retrying");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Errors a partition's leadership moving (or a broker coming back) gives for a while.
+fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            NotLeaderForPartition
+                | LeaderNotAvailable
+                | FencedLeaderEpoch
+                | UnknownLeaderEpoch
+                | OffsetNotAvailable
+                | RequestTimedOut
+                | OperationTimedOut
+                | BrokerTransportFailure
+                | AllBrokersDown
+        )
+    )
+}
+
 /// Consumer settings for services that read whole topics as fast as they can (scorer, sink),
 /// besides the queue sizes of [`super::MemoryArgs::consumer`].
 pub const BULK_FETCH: &[(&str, &str)] = &[LAG_STATS];
