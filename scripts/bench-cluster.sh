@@ -66,7 +66,7 @@ for i in $(seq 1 "$RUNS"); do
     sc[$where]+=" $(scorer_run "$where-score$i")"
     pt[$where]+=" $(scorer_run "$where-pass$i" --passthrough)"
     sk[$where]+=" $(sink_run "$where-score$i" "bench_cluster_${where}_${i}_$$")"
-    p99[$where]+=" $(latency_run 20000 "$where-$i" | grep -Eo 'p99=[0-9]+' | cut -d= -f2)"
+    p99[$where]+=" $(latency_run 20000 "$where-$i" | pct p99)"
   done
   log "run $i: scorer${sc[single]##* } / ${sc[cluster]##* } tx/s, passthrough ${pt[single]##* } / ${pt[cluster]##* } tx/s, sink ${sk[single]##* } / ${sk[cluster]##* } rows/s, p99 at 20k ${p99[single]##* } / ${p99[cluster]##* } ms (single / cluster)"
 done

@@ -6,6 +6,8 @@ rate_of() { grep -Eo '\(([0-9]+) (rows|tx)/s\)' | grep -Eo '[0-9]+' | head -1; }
 # ratio A B: A / B with two decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 log() { echo "  $*" >&2; }
+# pct NAME: the value of NAME=N in a line of the latency probe (pct p99 <<<"n=100 p50=3 p99=9" → 9).
+pct() { grep -Eo "$1=[0-9]+" | cut -d= -f2; }
 
 # latency_run RATE RUN [SCORER_FLAGS...]: end-to-end latency at a fixed rate, producer → scorer
 # (exactly-once) → committed prediction, on the services use_services chose; prints the probe's

@@ -171,7 +171,6 @@ MODEL_FLAGS=(--models-topic "$MODELS")
 # Each run measures the scorer, then the passthrough (the same exactly-once loop, no scoring) at
 # the same rate: the passthrough's latency is the Kafka path's alone, the floor the scorer stands on.
 declare -A lat pass lat_extra
-pct() { grep -Eo "$1=[0-9]+" | cut -d= -f2; }
 for rate in 5000 20000; do
   s50=(); s95=(); s99=(); q50=(); q95=(); q99=(); extra=()
   for i in $(seq 1 "$RUNS"); do
