@@ -5,7 +5,9 @@
 use crate::stage::{self, Batch, Output, RawRecord, Scored};
 use crate::txn::{AbortOnExit, ScorerContext, Txn, PRODUCER_DEFAULTS};
 use crate::{Engine, RunSummary, ScorerError};
-use fraudstream_common::kafka::{dead_letter_headers, send_retrying, with_sized, BULK_FETCH};
+use fraudstream_common::kafka::{
+    committed_offsets_settled, dead_letter_headers, send_retrying, with_sized, BULK_FETCH,
+};
 use fraudstream_common::now_millis;
 use fraudstream_common::trace;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -521,7 +523,7 @@ impl Engine {
         if assigned.count() == 0 {
             return Ok(());
         }
-        let committed = consumer.committed_offsets(assigned, Duration::from_secs(10))?;
+        let committed = committed_offsets_settled(consumer, &assigned)?;
         let mut seek = TopicPartitionList::new();
         for e in committed.elements() {
             let offset = match e.offset() {

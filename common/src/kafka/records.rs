@@ -84,6 +84,34 @@ pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
     }
 }
 
+/// The group's committed offsets of `partitions`. A partition's answer can carry an error instead
+/// of an offset: its coordinator still loading the group after a restart, or a transaction's
+/// offsets not settled yet (`UNSTABLE_OFFSET_COMMIT`). Read as "never committed", that would send
+/// a consumer back to the start of the partition and process it all again; so until every
+/// partition has a real answer the question is asked again, for up to a minute, and then the
+/// error is returned.
+pub fn committed_offsets_settled<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl rdkafka::consumer::Consumer<C>,
+    partitions: &rdkafka::TopicPartitionList,
+) -> std::result::Result<rdkafka::TopicPartitionList, rdkafka::error::KafkaError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = consumer
+            .committed_offsets(partitions.clone(), Duration::from_secs(10))
+            .and_then(|committed| {
+                let unsettled = committed.elements().iter().find_map(|e| e.error().err());
+                unsettled.map_or(Ok(committed), Err)
+            });
+        match answer {
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "committed offsets not available yet; asking again");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// Errors a partition's leadership moving (or a broker coming back) gives for a while.
 fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
     use RDKafkaErrorCode::*;
