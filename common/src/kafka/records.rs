@@ -72,16 +72,11 @@ pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
     topic: &str,
     partition: i32,
 ) -> std::result::Result<(i64, i64), rdkafka::error::KafkaError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
-            Err(e) if is_transient(&e) && std::time::Instant::now() < deadline => {
-                tracing::warn!(topic, partition, error = %e, "reading watermarks; retrying");
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            result => return result,
-        }
-    }
+    asking_again(
+        &format!("reading the watermarks of {topic} [{partition}]"),
+        || consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)),
+        is_transient,
+    )
 }
 
 /// The group's committed offsets of `partitions`. A partition's answer can carry an error instead
@@ -94,17 +89,26 @@ pub fn committed_offsets_settled<C: rdkafka::consumer::ConsumerContext>(
     consumer: &impl rdkafka::consumer::Consumer<C>,
     partitions: &rdkafka::TopicPartitionList,
 ) -> std::result::Result<rdkafka::TopicPartitionList, rdkafka::error::KafkaError> {
+    let ask = || {
+        let committed = consumer.committed_offsets(partitions.clone(), Duration::from_secs(10))?;
+        let unsettled = committed.elements().iter().find_map(|e| e.error().err());
+        unsettled.map_or(Ok(committed), Err)
+    };
+    asking_again("reading committed offsets", ask, |_| true)
+}
+
+/// `ask()` until it succeeds or fails with an error `retry` does not accept, asking again every
+/// 250 ms for up to a minute; then its last answer.
+fn asking_again<T>(
+    what: &str,
+    mut ask: impl FnMut() -> std::result::Result<T, rdkafka::error::KafkaError>,
+    retry: impl Fn(&rdkafka::error::KafkaError) -> bool,
+) -> std::result::Result<T, rdkafka::error::KafkaError> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let answer = consumer
-            .committed_offsets(partitions.clone(), Duration::from_secs(10))
-            .and_then(|committed| {
-                let unsettled = committed.elements().iter().find_map(|e| e.error().err());
-                unsettled.map_or(Ok(committed), Err)
-            });
-        match answer {
-            Err(e) if std::time::Instant::now() < deadline => {
-                tracing::warn!(error = %e, "committed offsets not available yet; asking again");
+        match ask() {
+            Err(e) if retry(&e) && std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "{what}: not available yet; asking again");
                 std::thread::sleep(Duration::from_millis(250));
             }
             answer => return answer,
