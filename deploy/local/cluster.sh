@@ -100,11 +100,12 @@ start_clickhouse_replica() { # $1 = replica number
   echo $! >"$FS_RUN/$name.pid"
 }
 
-clickhouse_ready() { [ "$(curl -sf "http://127.0.0.1:$(clickhouse_http_port "$1")/?query=SELECT%201" 2>/dev/null)" = 1 ]; }
+clickhouse_ready() { [ "$(curl -sf --max-time "$PROBE_SECS" "http://127.0.0.1:$(clickhouse_http_port "$1")/?query=SELECT%201" 2>/dev/null)" = 1 ]; }
 # ZooKeeper accepts connections before it serves: a ClickHouse replica that connects then fails to
 # load its replicated tables and exits. `srvr` names the mode only once it serves.
 zookeeper_ready() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$CLUSTER_ZOOKEEPER_PORT" && echo srvr >&3 && grep -q '^Mode:' <&3) 2>/dev/null
+  timeout "$PROBE_SECS" bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && echo srvr >&3 && grep -q "^Mode:" <&3' \
+    _ "$CLUSTER_ZOOKEEPER_PORT" 2>/dev/null
 }
 
 up() {

@@ -36,8 +36,13 @@ APICURIO_HOME="$FS_CACHE/apicurio-$APICURIO_VERSION"
 log() { printf '[local] %s\n' "$*" >&2; }
 die() { printf '[local] error: %s\n' "$*" >&2; exit 1; }
 
+# Every readiness probe is bounded: a server that accepts a connection and then never answers (a
+# JVM still starting) must cost one probe, not the whole run. A CI run once hung 90 minutes on a
+# probe that read from a ZooKeeper that had accepted but not answered.
+PROBE_SECS=3
+
 # port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_open() { timeout "$PROBE_SECS" bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null; }
 
 # pid_alive NAME: true when the PID file of NAME names a live process.
 pid_alive() {
@@ -46,10 +51,11 @@ pid_alive() {
 }
 
 # wait_for NAME SECONDS CMD...: poll CMD until it succeeds; on timeout show the service's log.
+# SECONDS is wall time, so slow probes cannot stretch the wait.
 wait_for() {
   local name=$1 secs=$2; shift 2
-  local i
-  for ((i = 0; i < secs * 4; i++)); do
+  local end=$((SECONDS + secs))
+  while ((SECONDS < end)); do
     if "$@"; then return 0; fi
     pid_alive "$name" || { tail -n 40 "$FS_RUN/$name.log" >&2; die "$name exited during start-up (log: $FS_RUN/$name.log)"; }
     sleep 0.25

@@ -93,8 +93,8 @@ add_scram_user() {
 }
 
 kafka_ready() { kafka_node_ready kafka "$KAFKA_PORT"; }
-registry_ready() { curl -sf "http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7/subjects" >/dev/null; }
-clickhouse_ready() { [ "$(curl -sf "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/?query=SELECT%201" 2>/dev/null)" = 1 ]; }
+registry_ready() { curl -sf --max-time "$PROBE_SECS" "http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7/subjects" >/dev/null; }
+clickhouse_ready() { [ "$(curl -sf --max-time "$PROBE_SECS" "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/?query=SELECT%201" 2>/dev/null)" = 1 ]; }
 
 registry_proxy_ready() { port_open "$REGISTRY_TLS_PORT"; }
 
