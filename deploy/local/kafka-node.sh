@@ -55,9 +55,9 @@ kafka_node_start() {
   local cp="$KAFKA_HOME/libs/*" java_log=(-Dlog4j2.configurationFile="$dir/log4j2.yaml")
   if [ ! -f "$dir/data/meta.properties" ]; then
     [ -n "$cluster_id" ] || cluster_id=$(java -cp "$cp" kafka.tools.StorageTool random-uuid)
-    java "${java_log[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" \
+    timeout 120 java "${java_log[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" \
       >"$FS_RUN/$name-format.log" 2>&1 \
-      || { cat "$FS_RUN/$name-format.log" >&2; die "formatting $name's log dir failed"; }
+      || { cat "$FS_RUN/$name-format.log" >&2; die "formatting $name's log dir failed or took over 120 s (log: $FS_RUN/$name-format.log)"; }
   fi
   nohup java -Xms256m -Xmx"$heap" -XX:+UseG1GC "${java_log[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" \
     >"$FS_RUN/$name.log" 2>&1 </dev/null &
