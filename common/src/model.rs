@@ -272,9 +272,11 @@ impl LoadedModel {
             reasons
         };
         if let Some(forest) = &self.forest {
-            return Ok(rows
+            // All rows in one call: each tree's paths are read once for the batch's alerts.
+            return Ok(forest
+                .contributions(rows)
                 .chunks(N_FEATURES)
-                .map(|row| top(&forest.contributions(row)))
+                .map(top)
                 .collect());
         }
         Ok(self
@@ -425,6 +427,23 @@ mod tests {
                     want[f]
                 );
             }
+        }
+        // The scorer explains a batch's alerts in one call: each row as if it came alone.
+        let forest = model.forest.as_ref().unwrap();
+        let batch = forest.contributions(x);
+        assert_eq!(batch.len(), x.len());
+        for (i, (row, got)) in x
+            .chunks(N_FEATURES)
+            .zip(batch.chunks(N_FEATURES))
+            .enumerate()
+        {
+            let alone: Vec<u64> = forest
+                .contributions(row)
+                .iter()
+                .map(|c| c.to_bits())
+                .collect();
+            let with_others: Vec<u64> = got.iter().map(|c| c.to_bits()).collect();
+            assert_eq!(alone, with_others, "row {i}");
         }
         let reasons = model.top_reasons(x, 3).unwrap();
         assert_eq!(reasons.len(), 300);
