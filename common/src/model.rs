@@ -201,12 +201,13 @@ impl LoadedModel {
         let expected = self
             .lightgbm_contributions(probe)
             .map_err(|e| e.to_string())?;
-        for (i, (row, want)) in probe
+        // All probe rows in one call, as the scorer explains a batch's alerts.
+        let native = forest.contributions(probe);
+        for (i, (got, want)) in native
             .chunks(N_FEATURES)
             .zip(expected.chunks(N_FEATURES + 1))
             .enumerate()
         {
-            let got = forest.contributions(row);
             // Summed in another order than LightGBM's: equal to rounding, relative to the row.
             let scale = want[..N_FEATURES]
                 .iter()
@@ -410,12 +411,20 @@ mod tests {
         }
         let x = &x[..300 * N_FEATURES];
         let want = model.lightgbm_contributions(x).unwrap();
-        for (i, (row, want)) in x
-            .chunks(N_FEATURES)
-            .zip(want.chunks(N_FEATURES + 1))
-            .enumerate()
-        {
-            let got = model.forest.as_ref().unwrap().contributions(row);
+        // The scorer explains a batch's alerts in one call: each row must get the bits it gets
+        // alone, and those must be LightGBM's to rounding.
+        let forest = model.forest.as_ref().unwrap();
+        let batch = forest.contributions(x);
+        assert_eq!(batch.len(), x.len());
+        let bits = |c: &[f64]| c.iter().map(|c| c.to_bits()).collect::<Vec<_>>();
+        let rows = x.chunks(N_FEATURES).zip(batch.chunks(N_FEATURES));
+        for (i, ((row, with_others), want)) in rows.zip(want.chunks(N_FEATURES + 1)).enumerate() {
+            let got = forest.contributions(row);
+            assert_eq!(
+                bits(&got),
+                bits(with_others),
+                "row {i}: alone vs in a batch"
+            );
             let scale = want[..N_FEATURES]
                 .iter()
                 .fold(1.0f64, |m, w| m.max(w.abs()));
@@ -427,23 +436,6 @@ mod tests {
                     want[f]
                 );
             }
-        }
-        // The scorer explains a batch's alerts in one call: each row as if it came alone.
-        let forest = model.forest.as_ref().unwrap();
-        let batch = forest.contributions(x);
-        assert_eq!(batch.len(), x.len());
-        for (i, (row, got)) in x
-            .chunks(N_FEATURES)
-            .zip(batch.chunks(N_FEATURES))
-            .enumerate()
-        {
-            let alone: Vec<u64> = forest
-                .contributions(row)
-                .iter()
-                .map(|c| c.to_bits())
-                .collect();
-            let with_others: Vec<u64> = got.iter().map(|c| c.to_bits()).collect();
-            assert_eq!(alone, with_others, "row {i}");
         }
         let reasons = model.top_reasons(x, 3).unwrap();
         assert_eq!(reasons.len(), 300);
