@@ -54,7 +54,7 @@ struct Tree {
     /// Nodes below this are splits, the rest leaves.
     splits: u32,
     /// Every leaf's path, for SHAP contributions ([`shap`]).
-    paths: Vec<shap::LeafPath>,
+    paths: shap::Paths,
 }
 
 /// The trees of a LightGBM `binary` model, ready to score row-major feature matrices.
@@ -433,7 +433,7 @@ impl RawTree {
         if seen.iter().any(|s| !s) {
             return bad("a node the root does not reach");
         }
-        let paths = shap::LeafPath::all(&nodes, splits as u32, &count, &value)
+        let paths = shap::Paths::of(&nodes, splits as u32, &count, &value)
             .map_err(|e| format!("{}: {e}", self.name))?;
         Ok(Tree {
             nodes,

@@ -145,6 +145,7 @@ pub(crate) fn run(
         generation: u64::MAX,
         rows: Vec::new(),
         txs: Vec::new(),
+        verdicts: Vec::new(),
         traced: Vec::new(),
         recycled,
     };
@@ -171,6 +172,9 @@ struct Stage {
     /// Reused from batch to batch, as are the output buffers (`recycled`).
     rows: Vec<f64>,
     txs: Vec<Transaction>,
+    /// Per transaction: whether it alerts, and the rules it matched. Reused like `txs`: a new
+    /// 160 KB vector per batch was fresh memory to fault in every time.
+    verdicts: Vec<(bool, Vec<RuleHit>)>,
     /// (index in `txs`, traceparent) of this batch's sampled transactions.
     traced: Vec<(usize, String)>,
     recycled: Receiver<Scored>,
@@ -201,11 +205,14 @@ impl Stage {
         let started = Instant::now();
         let mut out = self.output_buffers(batch);
         let mut txs = std::mem::take(&mut self.txs);
+        let mut verdicts = std::mem::take(&mut self.verdicts);
         txs.clear();
+        verdicts.clear();
         self.rows.clear();
         self.features(batch, &mut txs, &mut out)?;
-        let result = self.predict_and_encode(&mut txs, &mut out);
+        let result = self.predict_and_encode(&mut txs, &mut verdicts, &mut out);
         self.txs = txs;
+        self.verdicts = verdicts;
         result?;
         let metrics = &self.engine.metrics;
         metrics.batch_size.observe(batch.records.len() as f64);
@@ -284,6 +291,7 @@ impl Stage {
     fn predict_and_encode(
         &self,
         txs: &mut Vec<Transaction>,
+        verdicts: &mut Vec<(bool, Vec<RuleHit>)>,
         out: &mut Scored,
     ) -> Result<(), ScorerError> {
         let champion = self
@@ -296,7 +304,7 @@ impl Stage {
             Some(c) => Some((c.version, c.predict(&self.rows).map_err(scoring)?)),
             None => None,
         };
-        let verdicts = self.verdicts(txs, &scores, champion.threshold);
+        self.verdicts(txs, &scores, champion.threshold, verdicts);
         // Reasons only for alerting rows, in one call.
         let mut alert_rows = Vec::new();
         for (i, (alert, _)) in verdicts.iter().enumerate() {
@@ -311,7 +319,7 @@ impl Stage {
         let scored_at = fraudstream_common::now_millis();
         let mut traced = self.traced.iter().peekable();
         let rules_version = self.rules.set.version();
-        for (i, (tx, (is_alert, rule_hits))) in txs.drain(..).zip(verdicts).enumerate() {
+        for (i, (tx, (is_alert, rule_hits))) in txs.drain(..).zip(verdicts.drain(..)).enumerate() {
             let span = traced
                 .next_if(|(t, _)| *t == i)
                 .map(|(_, tp)| trace_span(tp, &tx, scores[i], champion.version));
@@ -346,36 +354,34 @@ impl Stage {
         Ok(())
     }
 
-    /// Each transaction's verdict: whether it alerts, and the rules it matched. Without rules the
-    /// model decides alone (and no rule is evaluated).
+    /// Each transaction's verdict, appended to `into`: whether it alerts, and the rules it matched.
+    /// Without rules the model decides alone (and no rule is evaluated).
     fn verdicts(
         &self,
         txs: &[Transaction],
         scores: &[f64],
         threshold: f64,
-    ) -> Vec<(bool, Vec<RuleHit>)> {
+        into: &mut Vec<(bool, Vec<RuleHit>)>,
+    ) {
         let set = &self.rules.set;
-        txs.iter()
-            .zip(scores)
-            .enumerate()
-            .map(|(i, (tx, &score))| {
-                let model_alert = score >= threshold;
-                if set.active() == 0 {
-                    return (model_alert, Vec::new());
-                }
-                let mut hits = Vec::new();
-                let input = Input {
-                    features: &self.rows[i * N_FEATURES..(i + 1) * N_FEATURES],
-                    score,
-                    tx_type: tx.tx_type,
-                    name_orig: &tx.name_orig,
-                    name_dest: &tx.name_dest,
-                    is_flagged_fraud: tx.is_flagged_fraud,
-                };
-                set.evaluate(&input, &mut hits);
-                (decide(model_alert, &hits), hits)
-            })
-            .collect()
+        let verdicts = txs.iter().zip(scores).enumerate().map(|(i, (tx, &score))| {
+            let model_alert = score >= threshold;
+            if set.active() == 0 {
+                return (model_alert, Vec::new());
+            }
+            let mut hits = Vec::new();
+            let input = Input {
+                features: &self.rows[i * N_FEATURES..(i + 1) * N_FEATURES],
+                score,
+                tx_type: tx.tx_type,
+                name_orig: &tx.name_orig,
+                name_dest: &tx.name_dest,
+                is_flagged_fraud: tx.is_flagged_fraud,
+            };
+            set.evaluate(&input, &mut hits);
+            (decide(model_alert, &hits), hits)
+        });
+        into.extend(verdicts);
     }
 
     /// A prediction (and, for an alert, its copy under the alerts topic's schema id) into `out`.

@@ -30,24 +30,25 @@ pub const TOLERANCE: f64 = 1e-9;
 /// (2^d values; 256 at the trainer's `max_depth=8`).
 const TABLE_FEATURES: usize = 8;
 
+/// A tree's leaf paths, and its splits in an order that reaches a node's parent before it.
+#[derive(Debug, Default)]
+pub(super) struct Paths {
+    leaves: Vec<LeafPath>,
+    /// (split node, slot of its feature on the paths through it), parents first. A path's slots
+    /// are numbered in path order, so paths through a node agree on the slots above it: which
+    /// features a row follows is worked out once per node, not once per split of every path.
+    splits: Box<[(u32, u32)]>,
+}
+
 /// One root-to-leaf path, as SHAP needs it.
 #[derive(Debug)]
 pub(super) struct LeafPath {
     leaf: u32,
-    /// Every split on the path: where the path goes, and the slot of its feature.
-    steps: Box<[Step]>,
     /// The path's distinct features, in path order.
     slots: Box<[Slot]>,
     /// v·R(T) for every T ⊊ F (bit s of the index: slot s in T), v the leaf's value; empty when
     /// d > TABLE_FEATURES. The entry of T = F is never read.
     table: Box<[f64]>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Step {
-    node: u32,
-    child: u32,
-    slot: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -59,51 +60,58 @@ struct Slot {
     follow_gain: f64,
 }
 
-impl LeafPath {
+impl Paths {
     /// Every leaf's path of a tree of `nodes` (children as in [`Tree`]) with `count` training
     /// rows per node, and leaf values `value`. Errors on a node no training row reached (z = 0:
     /// LightGBM then serves the model).
-    pub(super) fn all(
+    pub(super) fn of(
         nodes: &[Node],
         splits: u32,
         count: &[f64],
         value: &[f64],
-    ) -> Result<Vec<LeafPath>, String> {
-        let mut paths = Vec::new();
-        // (node, steps so far, (feature, z) per slot so far)
-        let mut stack = vec![(0u32, Vec::new(), Vec::new())];
-        while let Some((at, steps, slots)) = stack.pop() {
+    ) -> Result<Paths, String> {
+        let mut paths = Paths::default();
+        let mut walk = Vec::new();
+        // (node, (feature, z) per slot so far); popped parents first.
+        let mut stack = vec![(0u32, Vec::new())];
+        while let Some((at, slots)) = stack.pop() {
             if at >= splits {
                 // A tree that is one leaf adds to no feature.
-                if !steps.is_empty() {
-                    paths.push(LeafPath::new(at, value[at as usize], steps, &slots)?);
+                if !slots.is_empty() {
+                    paths
+                        .leaves
+                        .push(LeafPath::new(at, value[at as usize], &slots)?);
                 }
                 continue;
             }
             let n = nodes[at as usize];
             let feature = u32::from(n.feature);
+            let mut slots = slots;
+            let slot = match slots.iter().position(|&(f, _)| f == feature) {
+                Some(s) => s,
+                None => {
+                    slots.push((feature, 1.0));
+                    slots.len() - 1
+                }
+            };
+            walk.push((at, slot as u32));
             for child in n.child.map(u32::from) {
-                let (mut steps, mut slots) = (steps.clone(), slots.clone());
-                let slot = match slots.iter().position(|&(f, _)| f == feature) {
-                    Some(s) => s,
-                    None => {
-                        slots.push((feature, 1.0));
-                        slots.len() - 1
-                    }
-                };
+                let mut slots = slots.clone();
                 slots[slot].1 *= count[child as usize] / count[at as usize];
-                steps.push(Step {
-                    node: at,
-                    child,
-                    slot: slot as u32,
-                });
-                stack.push((child, steps, slots));
+                stack.push((child, slots));
             }
         }
+        paths.splits = walk.into();
         Ok(paths)
     }
 
-    fn new(leaf: u32, value: f64, steps: Vec<Step>, slots: &[(u32, f64)]) -> Result<Self, String> {
+    pub(super) fn is_empty(&self) -> bool {
+        self.leaves.is_empty()
+    }
+}
+
+impl LeafPath {
+    fn new(leaf: u32, value: f64, slots: &[(u32, f64)]) -> Result<Self, String> {
         if slots.len() > 64 {
             return Err("a path with more than 64 distinct features".into());
         }
@@ -128,12 +136,7 @@ impl LeafPath {
                 follow_gain: (1.0 - zero) / zero,
             })
             .collect();
-        Ok(LeafPath {
-            leaf,
-            steps: steps.into(),
-            slots,
-            table,
-        })
+        Ok(LeafPath { leaf, slots, table })
     }
 
     fn leaf_value(&self, value: &[f64]) -> f64 {
@@ -149,13 +152,10 @@ impl LeafPath {
         }
     }
 
-    /// Adds this leaf's share of the contributions, for a row sent to `went[node]` at each split.
-    fn add(&self, value: f64, went: &[u32], phi: &mut [f64]) {
-        let mut follows = u64::MAX >> (64 - self.slots.len());
-        for s in self.steps.iter() {
-            let strayed = went[s.node as usize] != s.child;
-            follows &= !(u64::from(strayed) << s.slot);
-        }
+    /// Adds this leaf's share of the contributions, for a row that follows the path's slots whose
+    /// bits are set in `followed` (bits past the path's slots are ignored).
+    fn add(&self, value: f64, followed: u64, phi: &mut [f64]) {
+        let follows = followed & (u64::MAX >> (64 - self.slots.len()));
         for (s, slot) in self.slots.iter().enumerate() {
             let bit = 1u64 << s;
             // Branch-free: a followed feature adds gain·v·R(H∖{s}), another subtracts v·R(H).
@@ -218,33 +218,43 @@ impl Forest {
         assert_eq!(rows.len() % nf, 0, "rows of {nf} features");
         let rows: Vec<f64> = rows.iter().map(|&v| as_lightgbm_reads(v)).collect();
         let mut phi = vec![0.0; rows.len()];
-        let mut went = Vec::new();
+        let mut masks = Vec::new();
         for tree in &self.trees {
-            tree.add_contributions(&rows, nf, &mut went, &mut phi);
+            tree.add_contributions(&rows, nf, &mut masks, &mut phi);
         }
         phi
     }
 }
 
 impl Tree {
-    /// Every row's way at every split first, then each leaf's path over all the rows.
+    /// For every row, which slots it follows down to each node first, then each leaf's path
+    /// over all the rows.
     ///
     /// Why in that order: a model's paths and their tables take ~1 MB (the trainer's 68 trees
     /// of 31 leaves), more than a core's L2, so a row at a time read all of it from further out
     /// for every alert. Path by path, a path is read once for all the alerts of a batch.
-    fn add_contributions(&self, rows: &[f64], nf: usize, went: &mut Vec<u32>, phi: &mut [f64]) {
+    fn add_contributions(&self, rows: &[f64], nf: usize, masks: &mut Vec<u64>, phi: &mut [f64]) {
         if self.paths.is_empty() {
             return; // a tree that is one leaf
         }
-        went.clear();
-        for row in rows.chunks(nf) {
-            went.extend((0..self.splits).map(|node| self.step(node, row)));
+        let nodes = self.nodes.len();
+        masks.clear();
+        masks.resize(rows.len() / nf * nodes, 0);
+        for (row, mask) in rows.chunks(nf).zip(masks.chunks_mut(nodes)) {
+            mask[0] = u64::MAX;
+            for &(node, slot) in self.paths.splits.iter() {
+                let went = self.step(node, row);
+                let here = mask[node as usize];
+                for child in self.nodes[node as usize].child.map(u32::from) {
+                    let strayed = u64::from(child != went);
+                    mask[child as usize] = here & !(strayed << slot);
+                }
+            }
         }
-        let splits = self.splits as usize;
-        for path in &self.paths {
+        for path in &self.paths.leaves {
             let value = path.leaf_value(&self.value);
-            for (went, phi) in went.chunks(splits).zip(phi.chunks_mut(nf)) {
-                path.add(value, went, phi);
+            for (mask, phi) in masks.chunks(nodes).zip(phi.chunks_mut(nf)) {
+                path.add(value, mask[path.leaf as usize], phi);
             }
         }
     }
@@ -283,7 +293,7 @@ mod tests {
             flags: 0,
             child: [1, 2],
         };
-        let paths = LeafPath::all(
+        let paths = Paths::of(
             &[split, leaf(1), leaf(2)],
             1,
             &[100.0, 30.0, 70.0],
@@ -291,10 +301,12 @@ mod tests {
         )
         .unwrap();
         let expectation = 0.3 * 2.0 - 0.7;
+        // Sent left, the row follows the left leaf's path and not the right's; and the reverse.
         for (went, value) in [(1, 2.0), (2, -1.0)] {
             let mut phi = [0.0; 4];
-            for p in &paths {
-                p.add(p.leaf_value(&[0.0, 2.0, -1.0]), &[went], &mut phi);
+            for p in &paths.leaves {
+                let followed = if p.leaf == went { u64::MAX } else { 0 };
+                p.add(p.leaf_value(&[0.0, 2.0, -1.0]), followed, &mut phi);
             }
             assert!((phi[3] - (value - expectation)).abs() < 1e-15, "{phi:?}");
             assert_eq!(phi[..3], [0.0; 3]);
