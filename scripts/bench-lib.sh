@@ -26,8 +26,24 @@ latency_run() { # $1 = rate, $2 = run
   local probe_pid=$!
   sleep 2
   "$BIN/producer" publish -i "$WORK/stream.csv" --transactions-topic "$tag-tx" --labels-topic "$tag-labels" \
-    --label-delay 0 --rate "$1" --limit "$n" --loop >/dev/null 2>&1
+    --label-delay 0 --rate "$1" --limit "$n" --loop ${PUBLISH_FLAGS:-} >/dev/null 2>&1
   wait "$probe_pid" || true
   kill -TERM "$scorer_pid" 2>/dev/null; wait "$scorer_pid" 2>/dev/null || true
+  tail -1 "$WORK/lat"
+}
+
+# producer_latency RATE RUN: the first hop alone, `publish` → broker → a read_committed reader of
+# the transactions topic (no scorer, no transaction); prints the probe's percentile line. The
+# end-to-end latency above is this hop plus the scorer's. PUBLISH_FLAGS (e.g. "-X linger.ms=10")
+# go to `publish` in both.
+producer_latency() { # $1 = rate, $2 = run
+  local tag="bench-hop-$1-$2-$ID" n=$(($1 * 10))
+  deploy/local/kafka-topics.sh --create --topic "$tag-tx" --partitions 6 >/dev/null 2>&1 || true
+  "$BIN/examples/e2e_latency" "$tag-tx" "$n" >"$WORK/lat" 2>/dev/null &
+  local probe_pid=$!
+  sleep 2
+  "$BIN/producer" publish -i "$WORK/stream.csv" --transactions-topic "$tag-tx" --labels-topic "$tag-labels" \
+    --label-delay 0 --rate "$1" --limit "$n" --loop ${PUBLISH_FLAGS:-} >/dev/null 2>&1
+  wait "$probe_pid" || true
   tail -1 "$WORK/lat"
 }
