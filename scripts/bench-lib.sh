@@ -11,12 +11,14 @@ pct() { grep -Eo "$1=[0-9]+" | cut -d= -f2; }
 
 # latency_run RATE RUN [SCORER_FLAGS...]: end-to-end latency at a fixed rate, producer → scorer
 # (exactly-once) → committed prediction, on the services use_services chose; prints the probe's
-# percentile line. Needs BIN, WORK (with stream.csv), ID, and MODEL_FLAGS (how the scorer gets its
-# model).
+# percentile line, then what each Kafka transaction held the scorer's loop, phase by phase (means
+# from its metrics: "hold drain=2.1 offsets=1.8 endtxn=0.6 ms, 772 transactions"). Needs BIN, WORK
+# (with stream.csv), ID, and MODEL_FLAGS (how the scorer gets its model).
 latency_run() { # $1 = rate, $2 = run
-  local tag="bench-lat-$1-$2-$ID" n=$(($1 * 10))
+  local tag="bench-lat-$1-$2-$ID" n=$(($1 * 10)) port
+  port=$(free_port)
   "$BIN/scorer" --instance-id "$tag" --group "$tag" --transactions-topic "$tag-tx" --predictions-topic "$tag-out" \
-    --alerts-topic "$tag-alerts" --dlq-topic "$tag-dlq" "${MODEL_FLAGS[@]}" --metrics-addr 127.0.0.1:0 \
+    --alerts-topic "$tag-alerts" --dlq-topic "$tag-dlq" "${MODEL_FLAGS[@]}" --metrics-addr "127.0.0.1:$port" \
     --commit-interval-ms 20 --partitions 6 "${@:3}" >/dev/null 2>&1 &
   local scorer_pid=$!
   deploy/local/kafka-topics.sh --create --topic "$tag-tx" --partitions 6 >/dev/null 2>&1 || true
@@ -28,9 +30,23 @@ latency_run() { # $1 = rate, $2 = run
   "$BIN/producer" publish -i "$WORK/stream.csv" --transactions-topic "$tag-tx" --labels-topic "$tag-labels" \
     --label-delay 0 --rate "$1" --limit "$n" --loop ${PUBLISH_FLAGS:-} >/dev/null 2>&1
   wait "$probe_pid" || true
+  curl -sf "http://127.0.0.1:$port/metrics" >"$WORK/lat-metrics" || true
   kill -TERM "$scorer_pid" 2>/dev/null; wait "$scorer_pid" 2>/dev/null || true
-  tail -1 "$WORK/lat"
+  echo "$(tail -1 "$WORK/lat"); hold $(commit_hold <"$WORK/lat-metrics")"
 }
+
+# free_port: a TCP port free on 127.0.0.1 now.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# commit_hold: from a scorer's /metrics on stdin, the mean time per Kafka transaction of each
+# commit phase, in ms.
+commit_hold() {
+  awk '$1 ~ /^scorer_(drain|send_offsets|commit)_seconds_(sum|count)$/ {v[$1] = $2}
+    function ms(m) { n = v["scorer_" m "_seconds_count"]; return n ? v["scorer_" m "_seconds_sum"] * 1000 / n : 0 }
+    END {printf "drain=%.1f offsets=%.1f endtxn=%.1f ms, %d transactions\n", ms("drain"), ms("send_offsets"), ms("commit"), v["scorer_commit_seconds_count"]}'
+}
+# hold NAME: the value of NAME=X.Y in latency_run's line (hold drain <<<"... hold drain=2.1 ..." → 2.1).
+hold() { grep -Eo "$1=[0-9.]+" | cut -d= -f2; }
 
 # producer_latency RATE RUN: the first hop alone, `publish` → broker → a read_committed reader of
 # the transactions topic (no scorer, no transaction); prints the probe's percentile line. The

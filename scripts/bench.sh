@@ -172,9 +172,10 @@ MODEL_FLAGS=(--models-topic "$MODELS")
 # the same rate: the passthrough's latency is the Kafka path's alone, the floor the scorer stands on.
 # The first hop alone (publish → broker → reader, no scorer) splits the end-to-end figure into
 # what the producer and broker take and what the exactly-once loop adds.
-declare -A lat pass hop lat_extra
+declare -A lat pass hop lat_extra held pheld
 for rate in 5000 20000; do
   s50=(); s95=(); s99=(); q50=(); q95=(); q99=(); h50=(); h95=(); h99=(); extra=()
+  dr=(); of=(); et=(); pdr=(); pof=(); pet=()
   for i in $(seq 1 "$RUNS"); do
     line=$(latency_run "$rate" "$i")
     pline=$(latency_run "$rate" "pass-$i" --passthrough)
@@ -184,9 +185,13 @@ for rate in 5000 20000; do
     q50+=("$(echo "$pline" | pct p50)"); q95+=("$(echo "$pline" | pct p95)"); q99+=("$(echo "$pline" | pct p99)")
     h50+=("$(echo "$hline" | pct p50)"); h95+=("$(echo "$hline" | pct p95)"); h99+=("$(echo "$hline" | pct p99)")
     extra+=("$((s99[-1] - q99[-1]))")
+    dr+=("$(echo "$line" | hold drain)"); of+=("$(echo "$line" | hold offsets)"); et+=("$(echo "$line" | hold endtxn)")
+    pdr+=("$(echo "$pline" | hold drain)"); pof+=("$(echo "$pline" | hold offsets)"); pet+=("$(echo "$pline" | hold endtxn)")
   done
   lat[$rate]="$(printf '%s\n' "${s50[@]}" | median) / $(printf '%s\n' "${s95[@]}" | median) / $(printf '%s\n' "${s99[@]}" | median)"
   pass[$rate]="$(printf '%s\n' "${q50[@]}" | median) / $(printf '%s\n' "${q95[@]}" | median) / $(printf '%s\n' "${q99[@]}" | median)"
+  held[$rate]="$(printf '%s\n' "${dr[@]}" | median) / $(printf '%s\n' "${of[@]}" | median) / $(printf '%s\n' "${et[@]}" | median)"
+  pheld[$rate]="$(printf '%s\n' "${pdr[@]}" | median) / $(printf '%s\n' "${pof[@]}" | median) / $(printf '%s\n' "${pet[@]}" | median)"
   hop[$rate]="$(printf '%s\n' "${h50[@]}" | median) / $(printf '%s\n' "${h95[@]}" | median) / $(printf '%s\n' "${h99[@]}" | median)"
   lat_extra[$rate]="$(printf '%s\n' "${extra[@]}" | median) ms | ${extra[*]}"
 done
@@ -235,6 +240,7 @@ mkdir -p bench/results
     echo "| the same through the passthrough (the Kafka path alone: same exactly-once loop, no scoring), p50 / p95 / p99 | ${pass[$rate]} ms | | |"
     echo "| the first hop alone (\`publish\` → broker → reader of the transactions topic; no scorer, no transaction), p50 / p95 / p99 | ${hop[$rate]} ms | | |"
     echo "| scorer p99 − passthrough p99 at $rate tx/s, per run | ${lat_extra[$rate]} | |"
+    echo "| what each Kafka transaction held the loop at $rate tx/s (means): drain (outputs acknowledged) / send offsets / EndTxn, scorer; passthrough | ${held[$rate]} ms; ${pheld[$rate]} ms | | |"
   done
   echo "| trainer bootstrap ($HIST_ROWS rows): read + features / LightGBM train | ${read_s} s / ${train_s} s | 1 run | ≤ 120 s |"
   echo "| trainer holdout PR-AUC (time split, last 10% of historical; $PROFILE profile) | $pr_auc | 1 run | > the baseline below |"

@@ -135,6 +135,9 @@ impl Engine {
             // Caught up: everything polled is sent, and the last poll took all there was.
             let caught_up = pipeline.in_flight.is_empty() && !last_poll_full;
             self.commit_if_due(&c.txn, &c.consumer, &c.generation, caught_up)?;
+            if caught_up {
+                c.txn.lock().unwrap().push_lingering();
+            }
             if !stopping {
                 let polled = self.poll_into(&c, pipeline, summary)?;
                 if polled > 0 {
@@ -478,6 +481,7 @@ impl Engine {
             t.offsets.insert(p, o);
         }
         end_to_end.flush();
+        t.lingering = true;
         t.producer.poll(Duration::ZERO);
         let records = batch.records.len() as u64;
         summary.records += records;
@@ -512,6 +516,7 @@ impl Engine {
         for (p, o) in batch.next_offsets() {
             t.offsets.insert(p, o);
         }
+        t.lingering = true;
         t.producer.poll(Duration::ZERO);
         summary.records += batch.records.len() as u64;
         Ok(())

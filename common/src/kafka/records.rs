@@ -172,11 +172,11 @@ pub fn lag_from_statistics(stats: &rdkafka::Statistics) -> Vec<(&str, i32, i64)>
 /// `commit_transaction` flushes first, so every Kafka transaction cost at least 100 ms. Draining
 /// here first leaves the commit nothing to wait for (measured: commit ~100 ms → ~1-2 ms).
 ///
-/// Why librdkafka's flush, 1 ms at a time: linger.ms is skipped only while a flush is under way,
-/// so a plain poll loop waited out the linger of the last batches. Through the scorer, drain +
-/// offsets per commit fell from 18-25 ms to 8-10 ms, and the end-to-end p50 / p99 from 41-57 /
-/// 99-139 ms to 25-28 / 63-79 ms at 5k tx/s, and from 42-46 / 93-129 to 28-29 / 75-82 ms at 20k
-/// (side by side, 2-3 runs each).
+/// Why librdkafka's flush, 1 ms at a time (see [`push`]): linger.ms is skipped only while a flush
+/// is under way, so a plain poll loop waited out the linger of the last batches. Through the
+/// scorer, drain + offsets per commit fell from 18-25 ms to 8-10 ms, and the end-to-end p50 / p99
+/// from 41-57 / 99-139 ms to 25-28 / 63-79 ms at 5k tx/s, and from 42-46 / 93-129 to 28-29 /
+/// 75-82 ms at 20k (side by side, 2-3 runs each).
 pub fn drain<C: rdkafka::producer::ProducerContext>(
     producer: &rdkafka::producer::BaseProducer<C>,
     timeout: Duration,
@@ -184,17 +184,24 @@ pub fn drain<C: rdkafka::producer::ProducerContext>(
     use rdkafka::producer::Producer;
     let deadline = std::time::Instant::now() + timeout;
     while producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
-        // Wakes the broker threads and holds the flush for 1 ms, long enough for them to send
-        // every batch they can now (again each turn: a batch waiting for a free in-flight request
-        // goes as soon as one is free). It cannot return sooner: a message counts as queued until
-        // its delivery report is served, which is done next.
-        // SAFETY: the pointer is the producer's own handle, alive as long as `producer`.
-        unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), 1) };
-        let mut left = i32::MAX;
-        while producer.in_flight_count() < left {
-            left = producer.in_flight_count();
-            producer.poll(Duration::ZERO);
-        }
+        push(producer);
+    }
+}
+
+/// Sends now what `producer` holds back for `linger.ms`, and serves the delivery reports that
+/// have come in; takes about 1 ms.
+pub fn push<C: rdkafka::producer::ProducerContext>(producer: &rdkafka::producer::BaseProducer<C>) {
+    use rdkafka::producer::Producer;
+    // Wakes the broker threads and holds the flush for 1 ms, long enough for them to send every
+    // batch they can now (again each turn: a batch waiting for a free in-flight request goes as
+    // soon as one is free). It cannot return sooner: a message counts as queued until its
+    // delivery report is served, which is done next.
+    // SAFETY: the pointer is the producer's own handle, alive as long as `producer`.
+    unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), 1) };
+    let mut left = i32::MAX;
+    while producer.in_flight_count() < left {
+        left = producer.in_flight_count();
+        producer.poll(Duration::ZERO);
     }
 }
 
