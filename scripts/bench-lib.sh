@@ -15,7 +15,7 @@ pct() { grep -Eo "$1=[0-9]+" | cut -d= -f2; }
 # from its metrics: "hold drain=2.1 offsets=1.8 endtxn=0.6 ms, 772 transactions"). Needs BIN, WORK
 # (with stream.csv), ID, and MODEL_FLAGS (how the scorer gets its model).
 latency_run() { # $1 = rate, $2 = run
-  local tag="bench-lat-$1-$2-$ID" n=$(($1 * 10)) port
+  local tag="bench-lat-$1-$2-$ID" port
   port=$(free_port)
   "$BIN/scorer" --instance-id "$tag" --group "$tag" --transactions-topic "$tag-tx" --predictions-topic "$tag-out" \
     --alerts-topic "$tag-alerts" --dlq-topic "$tag-dlq" "${MODEL_FLAGS[@]}" --metrics-addr "127.0.0.1:$port" \
@@ -24,12 +24,7 @@ latency_run() { # $1 = rate, $2 = run
   deploy/local/kafka-topics.sh --create --topic "$tag-tx" --partitions 6 >/dev/null 2>&1 || true
   deploy/local/kafka-topics.sh --create --topic "$tag-out" --partitions 6 >/dev/null 2>&1 || true
   sleep 4 # the scorer joins its group
-  "$BIN/examples/e2e_latency" "$tag-out" "$n" >"$WORK/lat" 2>/dev/null &
-  local probe_pid=$!
-  sleep 2
-  "$BIN/producer" publish -i "$WORK/stream.csv" --transactions-topic "$tag-tx" --labels-topic "$tag-labels" \
-    --label-delay 0 --rate "$1" --limit "$n" --loop ${PUBLISH_FLAGS:-} >/dev/null 2>&1
-  wait "$probe_pid" || true
+  probe_while_publishing "$1" "$tag" "$tag-out"
   curl -sf "http://127.0.0.1:$port/metrics" >"$WORK/lat-metrics" || true
   kill -TERM "$scorer_pid" 2>/dev/null; wait "$scorer_pid" 2>/dev/null || true
   echo "$(tail -1 "$WORK/lat"); hold $(commit_hold <"$WORK/lat-metrics")"
@@ -53,13 +48,20 @@ hold() { grep -Eo "$1=[0-9.]+" | cut -d= -f2; }
 # end-to-end latency above is this hop plus the scorer's. PUBLISH_FLAGS (e.g. "-X linger.ms=10")
 # go to `publish` in both.
 producer_latency() { # $1 = rate, $2 = run
-  local tag="bench-hop-$1-$2-$ID" n=$(($1 * 10))
+  local tag="bench-hop-$1-$2-$ID"
   deploy/local/kafka-topics.sh --create --topic "$tag-tx" --partitions 6 >/dev/null 2>&1 || true
-  "$BIN/examples/e2e_latency" "$tag-tx" "$n" >"$WORK/lat" 2>/dev/null &
+  probe_while_publishing "$1" "$tag" "$tag-tx"
+  tail -1 "$WORK/lat"
+}
+
+# probe_while_publishing RATE TAG TOPIC: the latency probe reads TOPIC (into $WORK/lat) while
+# `publish` sends 10 s of transactions at RATE to TAG-tx; returns when the probe has them all.
+probe_while_publishing() {
+  local n=$(($1 * 10))
+  "$BIN/examples/e2e_latency" "$3" "$n" >"$WORK/lat" 2>/dev/null &
   local probe_pid=$!
   sleep 2
-  "$BIN/producer" publish -i "$WORK/stream.csv" --transactions-topic "$tag-tx" --labels-topic "$tag-labels" \
+  "$BIN/producer" publish -i "$WORK/stream.csv" --transactions-topic "$2-tx" --labels-topic "$2-labels" \
     --label-delay 0 --rate "$1" --limit "$n" --loop ${PUBLISH_FLAGS:-} >/dev/null 2>&1
   wait "$probe_pid" || true
-  tail -1 "$WORK/lat"
 }
