@@ -15,6 +15,8 @@
 
 mod shap;
 
+use crate::features::N_FEATURES;
+
 pub use shap::TOLERANCE as SHAP_TOLERANCE;
 
 /// LightGBM's `kZeroThreshold` (a float constant widened to double, as in LightGBM): values
@@ -235,6 +237,10 @@ impl Forest {
                 let rows: [&[f64]; LANES] =
                     std::array::from_fn(|l| &block[(lane0 + l) * nf..(lane0 + l + 1) * nf]);
                 let raw: &mut [f64; LANES] = (&mut raw[lane0..lane0 + LANES]).try_into().unwrap();
+                if self.plain && nf == N_FEATURES {
+                    self.walk_plain::<N_FEATURES>(&block, lane0, raw);
+                    continue;
+                }
                 for tree in &self.trees {
                     let mut at = [0u32; LANES];
                     for _ in 0..tree.depth {
@@ -261,6 +267,38 @@ impl Forest {
                     .iter()
                     .map(|r| 1.0 / (1.0 + (-self.sigmoid * r).exp())),
             );
+        }
+    }
+}
+
+impl Forest {
+    /// The walk of [`Tree::step_plain`] for `LANES` rows of exactly `NF` values from `lane0` of
+    /// `block`: every lane reads its value at a constant offset from one pointer (`l * NF +
+    /// feature`). Through 16 row slices, the rows' addresses did not fit in registers and each
+    /// step reloaded one.
+    #[inline(always)]
+    fn walk_plain<const NF: usize>(&self, block: &[f64], lane0: usize, raw: &mut [f64; LANES]) {
+        let lanes = &block[lane0 * NF..(lane0 + LANES) * NF];
+        for tree in &self.trees {
+            let mut at = [0u32; LANES];
+            for _ in 0..tree.depth {
+                for (l, at) in at.iter_mut().enumerate() {
+                    // SAFETY: as in `step_plain`: `build` checked every child index against
+                    // `nodes`, `from_model_text` every feature against `n_features` (== NF),
+                    // and `lanes` holds LANES rows of NF values.
+                    unsafe {
+                        let n = tree.nodes.get_unchecked(*at as usize);
+                        let v = *lanes.get_unchecked(l * NF + n.feature as usize);
+                        *at = u32::from(*n.child.get_unchecked(usize::from(v > n.threshold)));
+                    }
+                }
+                if at.iter().all(|&a| a >= tree.splits) {
+                    break;
+                }
+            }
+            for l in 0..LANES {
+                raw[l] += tree.value[at[l] as usize];
+            }
         }
     }
 }
