@@ -234,13 +234,13 @@ impl Forest {
             }
             let mut raw = [0.0f64; BLOCK];
             for lane0 in (0..n.div_ceil(LANES) * LANES).step_by(LANES) {
-                let rows: [&[f64]; LANES] =
-                    std::array::from_fn(|l| &block[(lane0 + l) * nf..(lane0 + l + 1) * nf]);
                 let raw: &mut [f64; LANES] = (&mut raw[lane0..lane0 + LANES]).try_into().unwrap();
                 if self.plain && nf == N_FEATURES {
-                    self.walk_plain::<N_FEATURES>(&block, lane0, raw);
+                    self.walk_plain(&block, lane0, raw);
                     continue;
                 }
+                let rows: [&[f64]; LANES] =
+                    std::array::from_fn(|l| &block[(lane0 + l) * nf..(lane0 + l + 1) * nf]);
                 for tree in &self.trees {
                     let mut at = [0u32; LANES];
                     for _ in 0..tree.depth {
@@ -269,23 +269,22 @@ impl Forest {
             );
         }
     }
-}
 
-impl Forest {
-    /// The walk of [`Tree::step_plain`] for `LANES` rows of exactly `NF` values from `lane0` of
-    /// `block`: every lane reads its value at a constant offset from one pointer (`l * NF +
-    /// feature`). Through 16 row slices, the rows' addresses did not fit in registers and each
-    /// step reloaded one.
+    /// The walk of [`Tree::step_plain`] for `LANES` rows of [`N_FEATURES`] values from `lane0` of
+    /// `block`: every lane reads its value at a constant offset from one pointer (`l *
+    /// N_FEATURES + feature`). Through 16 row slices, the rows' addresses did not fit in
+    /// registers and each step reloaded one.
     #[inline(always)]
-    fn walk_plain<const NF: usize>(&self, block: &[f64], lane0: usize, raw: &mut [f64; LANES]) {
+    fn walk_plain(&self, block: &[f64], lane0: usize, raw: &mut [f64; LANES]) {
+        const NF: usize = N_FEATURES;
         let lanes = &block[lane0 * NF..(lane0 + LANES) * NF];
         for tree in &self.trees {
             let mut at = [0u32; LANES];
             for _ in 0..tree.depth {
                 for (l, at) in at.iter_mut().enumerate() {
                     // SAFETY: as in `step_plain`: `build` checked every child index against
-                    // `nodes`, `from_model_text` every feature against `n_features` (== NF),
-                    // and `lanes` holds LANES rows of NF values.
+                    // `nodes`, `from_model_text` every feature against `n_features` (== NF, the
+                    // caller checked), and `lanes` holds LANES rows of NF values.
                     unsafe {
                         let n = tree.nodes.get_unchecked(*at as usize);
                         let v = *lanes.get_unchecked(l * NF + n.feature as usize);
