@@ -6,9 +6,8 @@
 //! through [`AccountHistory`] in event order; the scorer can do so because Kafka's key is the
 //! origin account, so all of an account's transactions reach the same scorer, in order.
 
-use compact_str::CompactString;
+use crate::accounts::{hash_name, AccountTable};
 use fraudstream_schemas::{Transaction, TransactionType};
-use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 /// How far back the per-account window reaches, in PaySim steps (hours).
@@ -121,11 +120,8 @@ impl AccountState {
 /// Per-origin-account history, fed in event order.
 #[derive(Debug, Default)]
 pub struct AccountHistory {
-    /// Keyed by account name; FxHash because this lookup runs once per scored transaction and
-    /// the keys come from our own stream (no hash-flooding risk worth SipHash's cost). Names up
-    /// to 24 bytes (PaySim's are 10-11) are stored inside the table: a lookup touches one place
-    /// in memory instead of three (table, key string, state vector).
-    pub accounts: FxHashMap<CompactString, AccountState>,
+    /// Keyed by account name, in a table that can prefetch ([`AccountHistory::prefetch`]).
+    pub accounts: AccountTable,
     /// The newest step seen, and the step of the last sweep of expired accounts.
     newest: Option<(i32, i32)>,
 }
@@ -143,6 +139,19 @@ impl AccountHistory {
         step: i32,
         amount: f64,
     ) -> AccountFeatures {
+        self.observe_hashed(hash_name(name_orig), name_orig, position, step, amount)
+    }
+
+    /// [`AccountHistory::observe`] with the name's [`hash_name`] computed beforehand (once, for
+    /// both the prefetch and the lookup).
+    pub fn observe_hashed(
+        &mut self,
+        hash: u64,
+        name_orig: &str,
+        position: i64,
+        step: i32,
+        amount: f64,
+    ) -> AccountFeatures {
         match self.newest {
             None => self.newest = Some((step, step)),
             Some((newest, swept)) if step > newest => {
@@ -155,16 +164,20 @@ impl AccountHistory {
             }
             Some(_) => {}
         }
-        // One probe: a name of up to 24 bytes becomes a key without allocating.
         self.accounts
-            .entry(CompactString::from(name_orig))
-            .or_default()
+            .entry(hash, name_orig)
             .observe(position, step, amount)
+    }
+
+    /// Starts loading the state of the name whose [`hash_name`] is `hash`: called a few
+    /// transactions ahead, it overlaps the cache misses of their lookups.
+    pub fn prefetch(&self, hash: u64) {
+        self.accounts.prefetch(hash);
     }
 
     /// Drops accounts with nothing inside the window at `step` (keeps memory bounded).
     pub fn evict_expired(&mut self, step: i32) {
-        self.accounts.retain(|_, s| !s.expired(step));
+        self.accounts.retain(|s| !s.expired(step));
     }
 }
 
@@ -247,7 +260,7 @@ mod tests {
         h.observe("C1", 12, 3, 9.0);
         // Positions 11 and 12 are processed again after an abort: same features as before.
         assert_eq!(h.observe("C1", 11, 2, 7.0), first);
-        assert_eq!(h.accounts["C1"].recent.len(), 2);
+        assert_eq!(h.accounts.get("C1").unwrap().recent.len(), 2);
     }
 
     #[test]

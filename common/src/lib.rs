@@ -3,6 +3,7 @@
 //! tracing set-up, and helpers for tests that run against the real local services.
 //! What two services both need lives here, once.
 
+pub mod accounts;
 pub mod alloc;
 pub mod args;
 pub mod clickhouse;
