@@ -146,7 +146,6 @@ pub(crate) fn run(
         events: updates.models,
         rules,
         histories: Vec::new(),
-        partitions: HashMap::new(),
         lookups: Vec::new(),
         reader: None,
         generation: u64::MAX,
@@ -171,10 +170,9 @@ struct Stage {
     models: ModelSet,
     events: Receiver<ModelEvent>,
     rules: Rules,
-    /// Per input partition (`partitions` says which is where); rebuilt from Kafka when a
-    /// partition is first seen in a generation.
-    histories: Vec<AccountHistory>,
-    partitions: HashMap<i32, usize>,
+    /// (partition, its state) per input partition; rebuilt from Kafka when a partition is first
+    /// seen in a generation.
+    histories: Vec<(i32, AccountHistory)>,
     /// Per transaction of the batch: (index in `histories`, offset, hash of the origin's name).
     lookups: Vec<(usize, i64, u64)>,
     /// Reads state back from the input topic (created on first need, then kept).
@@ -211,7 +209,6 @@ impl Stage {
             // A rebalance or an abort: these records come from the committed offsets, and the
             // state must be what it was there.
             self.histories.clear();
-            self.partitions.clear();
             self.generation = batch.generation;
         }
         let started = Instant::now();
@@ -268,11 +265,13 @@ impl Stage {
         // overlap instead of following one another.
         for (i, tx) in txs.iter().enumerate() {
             if let Some(&(h, _, hash)) = self.lookups.get(i + PREFETCH_AHEAD) {
-                self.histories[h].prefetch(hash);
+                self.histories[h].1.prefetch(hash);
             }
             let (h, offset, hash) = self.lookups[i];
             let account =
-                self.histories[h].observe_hashed(hash, &tx.name_orig, offset, tx.step, tx.amount);
+                self.histories[h]
+                    .1
+                    .observe_hashed(hash, &tx.name_orig, offset, tx.step, tx.amount);
             push_features(&TxView::from(tx), account, &mut self.rows);
         }
         Ok(())
@@ -316,7 +315,13 @@ impl Stage {
     /// The index in `histories` of `partition`'s state, rebuilt from Kafka up to `offset` when
     /// the partition is new in this generation.
     fn history_of(&mut self, partition: i32, offset: i64) -> Result<usize, ScorerError> {
-        if let Some(&h) = self.partitions.get(&partition) {
+        // Records come in runs from one partition: most are the previous record's.
+        if let Some(&(h, _, _)) = self.lookups.last() {
+            if self.histories[h].0 == partition {
+                return Ok(h);
+            }
+        }
+        if let Some(h) = self.histories.iter().position(|(p, _)| *p == partition) {
             return Ok(h);
         }
         let engine = &*self.engine;
@@ -324,9 +329,8 @@ impl Stage {
             Some(reader) => reader,
             None => self.reader.insert(state::reader(engine)?),
         };
-        self.histories
-            .push(state::rebuild(engine, reader, partition, offset)?);
-        self.partitions.insert(partition, self.histories.len() - 1);
+        let history = state::rebuild(engine, reader, partition, offset)?;
+        self.histories.push((partition, history));
         Ok(self.histories.len() - 1)
     }
 
