@@ -4,7 +4,7 @@
 //! times decode → features → predict → reasons → encode over them in batches, as the scorer does.
 //! With `RULES_FILE` (lines of `action<TAB>CEL expression`), also the analyst rules' evaluation
 //! on every record (reported apart from the total).
-use fraudstream_common::accounts::hash_name;
+use fraudstream_common::accounts::{hash_name, PREFETCH_AHEAD};
 use fraudstream_common::features::{push_features, AccountHistory, TxView, N_FEATURES};
 use fraudstream_common::model::LoadedModel;
 use fraudstream_common::rules::{Input, RuleSet};
@@ -71,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
             // As the scorer does: hashes first, each state prefetched a few lookups ahead.
             let hashes: Vec<u64> = txs.iter().map(|tx| hash_name(&tx.name_orig)).collect();
             for (i, tx) in txs.iter().enumerate() {
-                if let Some(&ahead) = hashes.get(i + 8) {
+                if let Some(&ahead) = hashes.get(i + PREFETCH_AHEAD) {
                     history.prefetch(ahead);
                 }
                 let position = (b * batch + i) as i64;

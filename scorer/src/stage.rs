@@ -11,7 +11,7 @@ use crate::models::{ModelEvent, ModelSet};
 use crate::rules::Rules;
 use crate::state;
 use crate::{Engine, ScorerError};
-use fraudstream_common::accounts::hash_name;
+use fraudstream_common::accounts::{hash_name, PREFETCH_AHEAD};
 use fraudstream_common::features::{push_features, AccountHistory, TxView, N_FEATURES};
 use fraudstream_common::rules::{decide, Input};
 use fraudstream_common::trace;
@@ -23,10 +23,6 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// How many transactions ahead of its lookup an account's state is prefetched: far enough for a
-/// miss to memory (~100 ns) to complete while the transactions in between are handled.
-const PREFETCH_AHEAD: usize = 8;
 
 /// Records polled in one go, copied out of librdkafka's buffers (a few hundred bytes each) so the
 /// Kafka thread can poll on while they are scored.
