@@ -52,7 +52,7 @@ test: deps services cluster ## lint (fmt + clippy), every unit and integration t
 	echo "fraudstream: $$passed passed, $$failed failed; lint rc=$$lrc; fault suite rc=$$frc; compose run rc=$$crc; secure run rc=$$src"; \
 	[ $$lrc -eq 0 ] && [ $$rc -eq 0 ] && [ $$frc -eq 0 ] && [ $$crc -eq 0 ] && [ $$src -eq 0 ]
 
-faults: deps services ## the fault suite: 17 scenarios (3 on the cluster), 200k transactions each (bench/results/faults.md)
+faults: deps services ## the fault suite: 18 scenarios (3 on the cluster), 200k transactions each (bench/results/faults.md)
 	@scripts/faults.sh
 
 lint: deps ## rustfmt and clippy, warnings are errors

@@ -87,8 +87,8 @@ wait_landed() { # $1 = expected, $2 = timeout s
 restart_services() {
   deploy/local/up.sh >/dev/null 2>&1 || log "$NAME: services not back within up.sh's wait (see $FS_RUN/*.log); waiting on"
 }
-restart_kafka() {
-  kill -KILL "$(cat "$FS_RUN/kafka.pid")"; sleep 5
+restart_kafka() { # $1 = seconds down (default 5)
+  kill -KILL "$(cat "$FS_RUN/kafka.pid")"; sleep "${1:-5}"
   restart_services
 }
 kill_registry() {
@@ -183,6 +183,8 @@ fault_scorer_added() { at_third; start_scorer 3; }
 fault_sink_kill() { at_third; kill -KILL "$SINK"; wait "$SINK" 2>/dev/null || true; start_sink; }
 fault_clickhouse_down() { at_third; restart_clickhouse_after 20; }
 fault_broker_restart() { at_third; restart_kafka; }
+# Down for longer than transaction.timeout.ms: every open transaction times out, its messages with it.
+fault_broker_down() { at_third; restart_kafka 40; }
 fault_malformed() { DLQ_EXPECTED=$((N / 100)); at_third; "$TOOLS" garbage "$P-tx" "$DLQ_EXPECTED"; }
 fault_corrupt_model() { at_third; "$TOOLS" corrupt-model "$P-models"; }
 # Analyst rules changed mid-stream: one rule in force from the start; at a third, a scorer is
@@ -316,7 +318,7 @@ check_replicas() {
   log "$NAME: predictions and transactions on replica 1 and 2: $counts"
 }
 
-ALL="baseline scorer-sigkill scorer-added sink-sigkill clickhouse-down-20s broker-restart malformed-1pct corrupt-model rules-change schema-evolution registry-restart registry-down-30s registry-slow dlq-replay cluster-leader-kill cluster-rolling-restart cluster-clickhouse-replica"
+ALL="baseline scorer-sigkill scorer-added sink-sigkill clickhouse-down-20s broker-restart broker-down-40s malformed-1pct corrupt-model rules-change schema-evolution registry-restart registry-down-30s registry-slow dlq-replay cluster-leader-kill cluster-rolling-restart cluster-clickhouse-replica"
 for s in ${FAULTS_ONLY:-$ALL}; do
   case $s in
     baseline) scenario "$s" fault_none ;;
@@ -325,6 +327,7 @@ for s in ${FAULTS_ONLY:-$ALL}; do
     sink-sigkill) scenario "$s" fault_sink_kill ;;
     clickhouse-down-20s) scenario "$s" fault_clickhouse_down ;;
     broker-restart) scenario "$s" fault_broker_restart ;;
+    broker-down-40s) scenario "$s" fault_broker_down ;;
     malformed-1pct) scenario "$s" fault_malformed ;;
     corrupt-model) scenario "$s" fault_corrupt_model ;;
     rules-change) scenario "$s" fault_rules_change setup_rules ;;

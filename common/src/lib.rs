@@ -54,6 +54,20 @@ pub enum CommonError {
     Io(#[from] std::io::Error),
     #[error("telemetry: {0}")]
     Telemetry(String),
+    #[error(
+        "reading {topic} [{partition}] from offset {from} up to {end}: only up to offset {reached} \
+         after {seconds} s (last error: {last_error}); check that the broker is reachable and the \
+         partition has a leader (deploy/local/kafka-topics.sh --describe --topic {topic}), then run again"
+    )]
+    RangeIncomplete {
+        topic: String,
+        partition: i32,
+        from: i64,
+        end: i64,
+        reached: i64,
+        seconds: u64,
+        last_error: String,
+    },
 }
 
 pub type Result<T, E = CommonError> = std::result::Result<T, E>;

@@ -159,3 +159,50 @@ async fn lag_is_reported_from_statistics_without_a_broker_request() {
         );
     }
 }
+
+/// A range read hands over exactly the records asked for; a range that cannot be read to its end
+/// (here: past the last record) is an error saying how far it got, never a short read taken for
+/// the whole (a state rebuilt from part of its range, or dead letters missing from a batch).
+#[tokio::test]
+async fn a_range_read_is_whole_or_an_error_that_says_how_far_it_got() {
+    use fraudstream_common::kafka::read_partition_range;
+    use fraudstream_common::CommonError;
+    let kafka = local_kafka();
+    let topic = unique_name("range_read");
+    ensure_topics(&kafka.admin().unwrap(), &[TopicSpec::new(&topic, 1)])
+        .await
+        .unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        kafka.client_config().unwrap().create().unwrap();
+    for i in 0..10 {
+        let v = format!("r{i}");
+        producer
+            .send(BaseRecord::<(), _>::to(&topic).payload(&v))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let reader = kafka.range_reader(&unique_name("range_read")).unwrap();
+    let read = |from, end, timeout| {
+        let mut offsets = Vec::new();
+        let result = read_partition_range(&reader, &topic, 0, from, end, timeout, |m| {
+            offsets.push(m.offset())
+        });
+        (result, offsets)
+    };
+    let long = Duration::from_secs(30);
+    let (result, offsets) = read(3, 7, long);
+    result.unwrap();
+    assert_eq!(offsets, vec![3, 4, 5, 6]);
+    let (result, offsets) = read(0, 10, long);
+    result.unwrap();
+    assert_eq!(offsets, (0..10).collect::<Vec<_>>());
+
+    let (result, offsets) = read(5, 15, Duration::from_secs(2));
+    assert_eq!(offsets, (5..10).collect::<Vec<_>>());
+    match result {
+        Err(CommonError::RangeIncomplete {
+            from, end, reached, ..
+        }) => assert_eq!((from, end, reached), (5, 15, 10)),
+        other => panic!("expected RangeIncomplete, got {other:?}"),
+    }
+}

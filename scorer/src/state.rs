@@ -16,6 +16,11 @@ pub(crate) fn reader(engine: &Engine) -> Result<BaseConsumer, ScorerError> {
     Ok(engine.cfg.kafka.range_reader("scorer-state-rebuild")?)
 }
 
+/// How long a rebuild waits for its range through a broker outage before the scorer stops with
+/// the error: scoring on with part of the state would give the partition's accounts wrong
+/// features without a trace.
+const REBUILD_PATIENCE: Duration = Duration::from_secs(300);
+
 /// Re-reads up to `state_lookback` records of `partition` before `up_to` into a history.
 pub(crate) fn rebuild(
     engine: &Engine,
@@ -36,7 +41,7 @@ pub(crate) fn rebuild(
         partition,
         from,
         up_to,
-        Duration::from_secs(60),
+        REBUILD_PATIENCE,
         |m| match m.payload().map(|p| decode(engine, p)) {
             Some(Ok(Ok(tx))) => {
                 history.observe(&tx.name_orig, m.offset(), tx.step, tx.amount);

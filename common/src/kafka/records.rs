@@ -9,7 +9,9 @@ use std::time::Duration;
 /// Reads `partition` of `topic` from offset `from` up to (not including) `end` with `reader`, an
 /// assign-mode consumer, and hands every message to `each`. Aborted transactions and control
 /// records leave gaps in the offsets, so the range also ends once the consumer's position has
-/// passed `end`. Gives up after `timeout`.
+/// passed `end`. A range not read to its end within `timeout` is an error
+/// ([`CommonError::RangeIncomplete`](crate::CommonError::RangeIncomplete)), never a short read:
+/// callers rebuild state or write dead letters from it, and a silent gap would be lost data.
 pub fn read_partition_range(
     reader: &rdkafka::consumer::BaseConsumer,
     topic: &str,
@@ -27,25 +29,30 @@ pub fn read_partition_range(
     let mut tpl = rdkafka::TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(from))?;
     reader.assign(&tpl)?;
-    let deadline = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < deadline {
+    let started = std::time::Instant::now();
+    let mut reached = from;
+    let mut errors = ErrorLog::default();
+    while started.elapsed() < timeout {
         let Some(m) = reader.poll(Duration::from_millis(100)) else {
             let position = reader
                 .position()?
                 .find_partition(topic, partition)
                 .and_then(|e| e.offset().to_raw());
-            if position.is_some_and(|p| p >= end) {
-                break;
+            if let Some(p) = position {
+                reached = reached.max(p);
+            }
+            if reached >= end {
+                return Ok(());
             }
             continue;
         };
-        // A broker restart or leader change shows up as errors here: wait them out until the
-        // deadline rather than fail a whole state rebuild.
+        // A broker restart or leader change shows up as errors here, and a reader left idle
+        // through an outage holds one queued per failed connection attempt (hundreds): they are
+        // taken as fast as they come, not slept on, and the read goes on until the deadline.
         let m = match m {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(topic, partition, error = %e, "reading a partition range; retrying");
-                std::thread::sleep(Duration::from_millis(200));
+                errors.saw(topic, partition, &e);
                 continue;
             }
         };
@@ -53,14 +60,49 @@ pub fn read_partition_range(
             continue; // fetched for an earlier assignment of a reused reader
         }
         if m.offset() >= end {
-            break;
+            return Ok(());
         }
         each(&m);
-        if m.offset() + 1 >= end {
-            break;
+        reached = m.offset() + 1;
+        if reached >= end {
+            return Ok(());
         }
     }
-    Ok(())
+    Err(crate::CommonError::RangeIncomplete {
+        topic: topic.to_string(),
+        partition,
+        from,
+        end,
+        reached,
+        seconds: timeout.as_secs(),
+        last_error: errors
+            .last
+            .unwrap_or_else(|| "none: no records came".into()),
+    })
+}
+
+/// The errors of one range read: the last kept for the final error, a warning at most once
+/// every 5 s.
+#[derive(Default)]
+struct ErrorLog {
+    last: Option<String>,
+    warned: Option<std::time::Instant>,
+    since_warned: u64,
+}
+
+impl ErrorLog {
+    fn saw(&mut self, topic: &str, partition: i32, e: &rdkafka::error::KafkaError) {
+        self.last = Some(e.to_string());
+        self.since_warned += 1;
+        if self
+            .warned
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+        {
+            tracing::warn!(topic, partition, error = %e, errors = self.since_warned, "reading a partition range; going on");
+            self.warned = Some(std::time::Instant::now());
+            self.since_warned = 0;
+        }
+    }
 }
 
 /// The low and high watermarks of `partition` of `topic`. A broker that has just restarted takes
