@@ -6,12 +6,15 @@ use crate::stage::{self, Batch, Output, RawRecord, Scored};
 use crate::txn::{AbortOnExit, ScorerContext, Txn, PRODUCER_DEFAULTS};
 use crate::{Engine, RunSummary, ScorerError};
 use fraudstream_common::kafka::{
-    committed_offsets_settled, dead_letter_headers, send_retrying, with_sized, BULK_FETCH,
+    committed_offsets_settled, dead_letter_headers, send_retrying, watermarks, with_sized,
+    BULK_FETCH,
 };
 use fraudstream_common::now_millis;
 use fraudstream_common::trace;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +34,12 @@ const JOIN_EARLY_WAIT: Duration = Duration::from_secs(2);
 const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.auto.commit", "false"),
     ("isolation.level", "read_committed"),
-    ("auto.offset.reset", "earliest"),
+    // Never jump to a partition's start on librdkafka's own judgement: a position it finds
+    // invalid (no committed offset, out of range, or a log truncation reported after a broker
+    // restart) comes to the loop as an error instead, which commits what was sent and goes back to
+    // the committed offsets (see `Engine::reposition`). With `earliest`, such a reset re-scored
+    // partitions from their start: duplicates on the predictions topic.
+    ("auto.offset.reset", "error"),
     ("fetch.min.bytes", "1"),
     ("fetch.wait.max.ms", "50"),
     ("session.timeout.ms", "10000"),
@@ -255,7 +263,7 @@ impl Engine {
             Duration::ZERO
         };
         let batch = pipeline.spare.pop().unwrap_or_default();
-        let batch = self.poll_batch(&c.consumer, &c.generation, timeout, batch)?;
+        let batch = self.poll_batch(c, timeout, batch)?;
         if batch.records.is_empty() {
             pipeline.spare.push(batch);
             if !pipeline.in_flight.is_empty() {
@@ -360,11 +368,11 @@ impl Engine {
     /// there, up to `max_batch`.
     fn poll_batch(
         &self,
-        consumer: &BaseConsumer<ScorerContext>,
-        generation: &AtomicU64,
+        c: &Connection,
         mut timeout: Duration,
         mut batch: Batch,
     ) -> Result<Batch, ScorerError> {
+        let (consumer, generation) = (&c.consumer, &*c.generation);
         batch.clear();
         while batch.records.len() < self.cfg.max_batch {
             let before = generation.load(Ordering::Acquire);
@@ -384,6 +392,12 @@ impl Engine {
                         }
                     }
                     batch.push(m.partition(), m.offset(), m.key(), m.payload())
+                }
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    // The records polled so far come again from the committed offsets.
+                    self.reposition(c)?;
+                    batch.clear();
+                    break;
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "consumer error");
@@ -524,25 +538,74 @@ impl Engine {
 
     /// After an abort: every partition we own goes back to its committed offset.
     fn rewind(&self, consumer: &BaseConsumer<ScorerContext>) -> Result<(), ScorerError> {
+        tracing::info!("rewinding to the committed offsets");
+        self.go_to_committed(consumer)
+    }
+
+    /// librdkafka found no valid position for a partition (never committed, out of the log's
+    /// range, or a truncation it detected after a broker restart) and stopped fetching it. What
+    /// was sent is committed (its offsets are right), batches in flight are dropped, and every
+    /// partition we own goes to its committed offset as the group coordinator settles it.
+    fn reposition(&self, c: &Connection) -> Result<(), ScorerError> {
+        tracing::info!("a partition has no valid position; committing what was sent, then going to the committed offsets");
+        c.txn
+            .lock()
+            .unwrap()
+            .commit(&self.cfg.input_topic, &c.consumer, &self.metrics)?;
+        c.generation.fetch_add(1, Ordering::AcqRel);
+        self.go_to_committed(&c.consumer)
+    }
+
+    /// Assigns every partition we own at its committed offset (settled: see
+    /// [`committed_offsets_settled`]), each named in the log: a partition never committed from
+    /// its start, one whose committed offset is outside the log from the nearest end of the log.
+    /// An assignment rather than a seek: a partition librdkafka stopped cannot be sought.
+    fn go_to_committed(&self, consumer: &BaseConsumer<ScorerContext>) -> Result<(), ScorerError> {
         let assigned = consumer.assignment()?;
         if assigned.count() == 0 {
             return Ok(());
         }
         let committed = committed_offsets_settled(consumer, &assigned)?;
-        let mut seek = TopicPartitionList::new();
+        let mut at = TopicPartitionList::new();
+        let (mut offsets, mut never) = (Vec::new(), Vec::new());
         for e in committed.elements() {
             let offset = match e.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                _ => Offset::Beginning,
+                Offset::Offset(o) => {
+                    let o = self.within_log(consumer, e.partition(), o)?;
+                    offsets.push((e.partition(), o));
+                    Offset::Offset(o)
+                }
+                _ => {
+                    never.push(e.partition());
+                    Offset::Beginning
+                }
             };
-            seek.add_partition_offset(&self.cfg.input_topic, e.partition(), offset)?;
+            at.add_partition_offset(&self.cfg.input_topic, e.partition(), offset)?;
         }
         tracing::info!(
-            partitions = seek.count(),
-            "rewinding to the committed offsets"
+            ?offsets,
+            never_committed = ?never,
+            "going to the committed offsets (the start of a partition never committed)"
         );
-        consumer.seek_partitions(seek, Duration::from_secs(10))?;
+        consumer.assign(&at)?;
         Ok(())
+    }
+
+    /// `committed`, or the nearest end of the partition's log when it is outside it.
+    fn within_log(
+        &self,
+        consumer: &BaseConsumer<ScorerContext>,
+        partition: i32,
+        committed: i64,
+    ) -> Result<i64, ScorerError> {
+        let (low, high) = watermarks(consumer, &self.cfg.input_topic, partition)?;
+        let at = committed.clamp(low, high);
+        if at < committed {
+            tracing::warn!(partition, committed, log_end = high, "the committed offset is past the log's end (the log was truncated: an unclean leader election?); going on from the end");
+        } else if at > committed {
+            tracing::warn!(partition, committed, log_start = low, "records before the log's start were deleted (retention) before they were scored; going on from the log's start");
+        }
+        Ok(at)
     }
 
     /// Sends an undecodable record to the DLQ (inside the transaction) with the reason in headers.

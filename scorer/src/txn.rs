@@ -6,7 +6,9 @@ use crate::watchdog;
 use crate::ScorerError;
 use fraudstream_common::kafka::{drain, lag_from_statistics, push};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -169,6 +171,22 @@ pub(crate) struct ScorerContext {
 }
 
 impl ClientContext for ScorerContext {
+    /// A partition without a valid position is the loop's to handle (`Engine::reposition`):
+    /// librdkafka's reason is worth a line, not an error; a first start has one per partition.
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AutoOffsetReset)
+                if reason.contains("no previously committed") =>
+            {
+                tracing::info!(target: "librdkafka", "{reason}")
+            }
+            Some(RDKafkaErrorCode::AutoOffsetReset) => {
+                tracing::warn!(target: "librdkafka", "{reason}")
+            }
+            _ => tracing::error!(target: "librdkafka", "librdkafka: {error}: {reason}"),
+        }
+    }
+
     /// Lag from the statistics librdkafka hands over during `poll` (`statistics.interval.ms`).
     fn stats(&self, stats: rdkafka::Statistics) {
         for (topic, partition, lag) in lag_from_statistics(&stats) {

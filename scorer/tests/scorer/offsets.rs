@@ -1,0 +1,103 @@
+use crate::support::*;
+use rdkafka::admin::AdminOptions;
+
+/// Records deleted (retention) before they were scored leave the group's committed offset below
+/// the log's start. A restarted scorer goes on from the log's start and scores every remaining
+/// transaction once: it neither stops nor loops on the offset out of range, nor starts the
+/// partition over. (librdkafka hands such a position back to the scorer, `auto.offset.reset=error`,
+/// which commits what it sent and assigns the committed offsets, moved into the log.)
+#[tokio::test(flavor = "multi_thread")]
+async fn records_deleted_before_they_were_scored_are_skipped_and_the_rest_scored_once() {
+    let kafka = local_kafka();
+    let t = Topics::create(&kafka, "deleted", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, rows) = simulate(dir.path(), 6_000, 5);
+    let record = model_record(1, &train(&csv, |_, a| a.count_window > 0.0), 0.5);
+    let codec = Codec::new(&kafka.schema_registry);
+    let raw: FutureProducer = kafka.client_config().unwrap().create().unwrap();
+    let payload = codec.encode(&t.models, &record).await.unwrap();
+    send_raw(&raw, &t.models, "paysim", &payload).await;
+    let status = publish(&kafka, &csv, &t)
+        .args(["--partitions", "1", "--id-prefix", "del"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "every transaction was acknowledged");
+    let n = rows as i64;
+
+    let first = scorer_command(&kafka, &t, &unique_name("first"))
+        .args(["--max-batch", "500", "--stop-after", "2000"])
+        .status()
+        .unwrap();
+    assert!(first.success(), "the first instance stops cleanly");
+    let committed = committed_offset(&kafka, &t);
+    assert!(
+        (2000..n - 2000).contains(&committed),
+        "the first instance committed {committed} of {n}"
+    );
+    let deleted_up_to = committed + 1000;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&t.transactions, 0, rdkafka::Offset::Offset(deleted_up_to))
+        .unwrap();
+    kafka
+        .admin()
+        .unwrap()
+        .delete_records(&tpl, &AdminOptions::new())
+        .await
+        .unwrap();
+
+    let mut second = scorer(&kafka, &t, &unique_name("second"));
+    let expected = (n - 1000) as usize;
+    let predictions = tokio::task::spawn_blocking({
+        let (kafka, topic) = (kafka.clone(), t.predictions.clone());
+        move || {
+            drain(
+                &kafka,
+                &topic,
+                expected,
+                Duration::from_secs(3),
+                Duration::from_secs(120),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    terminate_and_wait(&mut second);
+    let mut ids = HashSet::new();
+    for m in &predictions {
+        let p: Prediction = codec.decode(m.payload().unwrap()).await.unwrap();
+        assert!(
+            ids.insert(p.transaction_id.clone()),
+            "duplicate prediction for {}",
+            p.transaction_id
+        );
+    }
+    assert_eq!(
+        ids.len(),
+        expected,
+        "{committed} scored before the deletion and the {} after offset {deleted_up_to}, once each",
+        n - deleted_up_to
+    );
+    assert_eq!(
+        committed_offset(&kafka, &t),
+        n,
+        "the second committed up to the end"
+    );
+}
+
+/// The group's committed offset of the transactions topic's one partition.
+fn committed_offset(kafka: &KafkaArgs, t: &Topics) -> i64 {
+    let group: BaseConsumer = kafka
+        .client_config_with(&[("group.id", &t.group)])
+        .unwrap()
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(&t.transactions, 0);
+    let committed = group
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    match committed.elements()[0].offset() {
+        rdkafka::Offset::Offset(o) => o,
+        other => panic!("no committed offset: {other:?}"),
+    }
+}
