@@ -113,15 +113,7 @@ async fn lag_is_reported_from_statistics_without_a_broker_request() {
     ensure_topics(&kafka.admin().unwrap(), &[TopicSpec::new(&topic, 1)])
         .await
         .unwrap();
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        kafka.client_config().unwrap().create().unwrap();
-    for i in 0..100 {
-        let v = format!("r{i}");
-        producer
-            .send(BaseRecord::<(), _>::to(&topic).payload(&v))
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    produce(&kafka, &topic, 100);
     let consumer: BaseConsumer<LagContext> = kafka
         .client_config()
         .unwrap()
@@ -172,15 +164,7 @@ async fn a_range_read_is_whole_or_an_error_that_says_how_far_it_got() {
     ensure_topics(&kafka.admin().unwrap(), &[TopicSpec::new(&topic, 1)])
         .await
         .unwrap();
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        kafka.client_config().unwrap().create().unwrap();
-    for i in 0..10 {
-        let v = format!("r{i}");
-        producer
-            .send(BaseRecord::<(), _>::to(&topic).payload(&v))
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    produce(&kafka, &topic, 10);
     let reader = kafka.range_reader(&unique_name("range_read")).unwrap();
     let read = |from, end, timeout| {
         let mut offsets = Vec::new();
@@ -205,4 +189,17 @@ async fn a_range_read_is_whole_or_an_error_that_says_how_far_it_got() {
         }) => assert_eq!((from, end, reached), (5, 15, 10)),
         other => panic!("expected RangeIncomplete, got {other:?}"),
     }
+}
+
+/// `n` records, "r0" to "r{n-1}", on `topic`, acknowledged.
+fn produce(kafka: &fraudstream_common::kafka::KafkaArgs, topic: &str, n: usize) {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        kafka.client_config().unwrap().create().unwrap();
+    for i in 0..n {
+        let v = format!("r{i}");
+        producer
+            .send(BaseRecord::<(), _>::to(topic).payload(&v))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
 }

@@ -481,11 +481,30 @@ fn run(
     })?;
     summary.interrupted = stop.load(Ordering::Relaxed);
     // Everything sent is flushed and acknowledged (or reported failed) before we return.
-    s.producer.flush(Duration::from_secs(60))?;
+    flush_all(&s.producer, || {
+        snapshot(&mut summary, &s.deliveries);
+        progress(&summary);
+    })?;
     snapshot(&mut summary, &s.deliveries);
     summary.first_delivery_error = s.deliveries.first_error.lock().unwrap().clone();
     progress(&summary);
     Ok(summary)
+}
+
+/// Waits until librdkafka has an answer for every record sent: acknowledged, or failed once
+/// `message.timeout.ms` (5 minutes unless `-X` says otherwise) has passed, so the wait is bounded
+/// by librdkafka's own. A broker down for a while only makes it longer: a fixed 60 s once failed
+/// a run (the `broker-down-40s` fault scenario) whose broker came back after it.
+fn flush_all(
+    producer: &ThreadedProducer<DeliveryContext>,
+    mut each_second: impl FnMut(),
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.flush(Duration::from_secs(1)) {
+            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => each_second(),
+            done => return done,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,10 +13,7 @@ async fn records_deleted_before_they_were_scored_are_skipped_and_the_rest_scored
     let dir = tempfile::tempdir().unwrap();
     let (csv, rows) = simulate(dir.path(), 6_000, 5);
     let record = model_record(1, &train(&csv, |_, a| a.count_window > 0.0), 0.5);
-    let codec = Codec::new(&kafka.schema_registry);
-    let raw: FutureProducer = kafka.client_config().unwrap().create().unwrap();
-    let payload = codec.encode(&t.models, &record).await.unwrap();
-    send_raw(&raw, &t.models, "paysim", &payload).await;
+    let codec = publish_model(&kafka, &t, &record).await;
     let status = publish(&kafka, &csv, &t)
         .args(["--partitions", "1", "--id-prefix", "del"])
         .status()
@@ -29,7 +26,7 @@ async fn records_deleted_before_they_were_scored_are_skipped_and_the_rest_scored
         .status()
         .unwrap();
     assert!(first.success(), "the first instance stops cleanly");
-    let committed = committed_offset(&kafka, &t);
+    let committed = committed_offsets(&kafka, &t, 1)[&0];
     assert!(
         (2000..n - 2000).contains(&committed),
         "the first instance committed {committed} of {n}"
@@ -78,26 +75,8 @@ async fn records_deleted_before_they_were_scored_are_skipped_and_the_rest_scored
         n - deleted_up_to
     );
     assert_eq!(
-        committed_offset(&kafka, &t),
+        committed_offsets(&kafka, &t, 1)[&0],
         n,
         "the second committed up to the end"
     );
-}
-
-/// The group's committed offset of the transactions topic's one partition.
-fn committed_offset(kafka: &KafkaArgs, t: &Topics) -> i64 {
-    let group: BaseConsumer = kafka
-        .client_config_with(&[("group.id", &t.group)])
-        .unwrap()
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition(&t.transactions, 0);
-    let committed = group
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
-    match committed.elements()[0].offset() {
-        rdkafka::Offset::Offset(o) => o,
-        other => panic!("no committed offset: {other:?}"),
-    }
 }

@@ -12,15 +12,7 @@ async fn account_state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (csv, rows) = simulate(dir.path(), 60_000, 11);
     let record = model_record(1, &train(&csv, |_, a| a.count_window > 0.0), 0.5);
-    let codec = Codec::new(&kafka.schema_registry);
-    let raw: FutureProducer = kafka.client_config().unwrap().create().unwrap();
-    send_raw(
-        &raw,
-        &t.models,
-        "paysim",
-        &codec.encode(&t.models, &record).await.unwrap(),
-    )
-    .await;
+    let codec = publish_model(&kafka, &t, &record).await;
     let status = publish(&kafka, &csv, &t)
         .args(["--partitions", "2", "--id-prefix", "st"])
         .status()
@@ -36,25 +28,7 @@ async fn account_state_survives_a_restart() {
         .status()
         .unwrap();
     assert!(first.success(), "the first instance stops cleanly");
-    let group: BaseConsumer = kafka
-        .client_config_with(&[("group.id", &t.group)])
-        .unwrap()
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition(&t.transactions, 0);
-    tpl.add_partition(&t.transactions, 1);
-    let committed: HashMap<i32, i64> = group
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap()
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            rdkafka::Offset::Offset(o) => (e.partition(), o),
-            _ => (e.partition(), 0), // nothing committed: the second starts at the beginning
-        })
-        .collect();
-    drop(group);
+    let committed = committed_offsets(&kafka, &t, 2);
     let mut second = scorer(&kafka, &t, &unique_name("second"));
     let predictions = tokio::task::spawn_blocking({
         let (kafka, topic) = (kafka.clone(), t.predictions.clone());

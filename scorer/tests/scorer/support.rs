@@ -179,6 +179,42 @@ pub(crate) fn drain(
     out
 }
 
+/// Publishes `record` on the test's models topic; the codec, to decode what the scorer writes.
+pub(crate) async fn publish_model(kafka: &KafkaArgs, t: &Topics, record: &ModelRecord) -> Codec {
+    let codec = Codec::new(&kafka.schema_registry);
+    let raw: FutureProducer = kafka.client_config().unwrap().create().unwrap();
+    let payload = codec.encode(&t.models, record).await.unwrap();
+    send_raw(&raw, &t.models, "paysim", &payload).await;
+    codec
+}
+
+/// The group's committed offset of each of the transactions topic's `partitions` (0: none).
+pub(crate) fn committed_offsets(
+    kafka: &KafkaArgs,
+    t: &Topics,
+    partitions: i32,
+) -> HashMap<i32, i64> {
+    let group: BaseConsumer = kafka
+        .client_config_with(&[("group.id", &t.group)])
+        .unwrap()
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(&t.transactions, p);
+    }
+    group
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => (e.partition(), o),
+            _ => (e.partition(), 0),
+        })
+        .collect()
+}
+
 pub(crate) async fn send_raw(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
     producer
         .send(
