@@ -9,24 +9,9 @@ use rdkafka::admin::AdminOptions;
 #[tokio::test(flavor = "multi_thread")]
 async fn records_deleted_before_they_were_scored_are_skipped_and_the_rest_scored_once() {
     let kafka = local_kafka();
-    let t = Topics::create(&kafka, "deleted", 1).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (csv, rows) = simulate(dir.path(), 6_000, 5);
-    let record = model_record(1, &train(&csv, |_, a| a.count_window > 0.0), 0.5);
-    let codec = publish_model(&kafka, &t, &record).await;
-    let status = publish(&kafka, &csv, &t)
-        .args(["--partitions", "1", "--id-prefix", "del"])
-        .status()
-        .unwrap();
-    assert!(status.success(), "every transaction was acknowledged");
-    let n = rows as i64;
-
-    let first = scorer_command(&kafka, &t, &unique_name("first"))
-        .args(["--max-batch", "500", "--stop-after", "2000"])
-        .status()
-        .unwrap();
-    assert!(first.success(), "the first instance stops cleanly");
-    let committed = committed_offsets(&kafka, &t, 1)[&0];
+    let part = scored_in_part(&kafka, "deleted", 1, 6_000, 2_000).await;
+    let (t, codec, n) = (&part.t, &part.codec, part.rows as i64);
+    let committed = part.committed[&0];
     assert!(
         (2000..n - 2000).contains(&committed),
         "the first instance committed {committed} of {n}"
@@ -42,7 +27,7 @@ async fn records_deleted_before_they_were_scored_are_skipped_and_the_rest_scored
         .await
         .unwrap();
 
-    let mut second = scorer(&kafka, &t, &unique_name("second"));
+    let mut second = scorer(&kafka, t, &unique_name("second"));
     let expected = (n - 1000) as usize;
     let predictions = tokio::task::spawn_blocking({
         let (kafka, topic) = (kafka.clone(), t.predictions.clone());
@@ -75,7 +60,7 @@ async fn records_deleted_before_they_were_scored_are_skipped_and_the_rest_scored
         n - deleted_up_to
     );
     assert_eq!(
-        committed_offsets(&kafka, &t, 1)[&0],
+        committed_offsets(&kafka, t, 1)[&0],
         n,
         "the second committed up to the end"
     );

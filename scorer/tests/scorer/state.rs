@@ -8,27 +8,17 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn account_state_survives_a_restart() {
     let kafka = local_kafka();
-    let t = Topics::create(&kafka, "state", 2).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (csv, rows) = simulate(dir.path(), 60_000, 11);
-    let record = model_record(1, &train(&csv, |_, a| a.count_window > 0.0), 0.5);
-    let codec = publish_model(&kafka, &t, &record).await;
-    let status = publish(&kafka, &csv, &t)
-        .args(["--partitions", "2", "--id-prefix", "st"])
-        .status()
-        .unwrap();
-    assert!(status.success(), "every transaction was acknowledged");
+    // The first instance scores part of the stream and stops cleanly; the second starts from
+    // its offsets. (A partition may be read to its end before the other is started: the check
+    // below that the test can fail covers that.)
+    let ScoredInPart {
+        t,
+        codec,
+        record,
+        rows,
+        committed,
+    } = scored_in_part(&kafka, "state", 2, 60_000, 40_000).await;
     let n = rows as usize;
-
-    // The first instance scores part of the stream and stops cleanly (committing its offsets);
-    // the second starts from those offsets. (A partition may be read to its end before the other
-    // is started: the check below that the test can fail covers that.)
-    let first = scorer_command(&kafka, &t, &unique_name("first"))
-        .args(["--max-batch", "500", "--stop-after", "40000"])
-        .status()
-        .unwrap();
-    assert!(first.success(), "the first instance stops cleanly");
-    let committed = committed_offsets(&kafka, &t, 2);
     let mut second = scorer(&kafka, &t, &unique_name("second"));
     let predictions = tokio::task::spawn_blocking({
         let (kafka, topic) = (kafka.clone(), t.predictions.clone());

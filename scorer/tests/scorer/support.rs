@@ -179,6 +179,51 @@ pub(crate) fn drain(
     out
 }
 
+/// A stream scored in part, for a second instance to go on with: `rows` simulated transactions
+/// on `partitions` partitions, a model that reads the account's history (its label is "this
+/// account was seen in the window", so a lost state shows in the scores), and a first instance
+/// that scored `first` of them and stopped cleanly, committing its offsets.
+pub(crate) struct ScoredInPart {
+    pub(crate) t: Topics,
+    pub(crate) codec: Codec,
+    pub(crate) record: ModelRecord,
+    pub(crate) rows: u64,
+    /// The first instance's committed offset per partition (0: none).
+    pub(crate) committed: HashMap<i32, i64>,
+}
+
+pub(crate) async fn scored_in_part(
+    kafka: &KafkaArgs,
+    tag: &str,
+    partitions: i32,
+    rows: u64,
+    first: u64,
+) -> ScoredInPart {
+    let t = Topics::create(kafka, tag, partitions).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, rows) = simulate(dir.path(), rows, 11);
+    let record = model_record(1, &train(&csv, |_, a| a.count_window > 0.0), 0.5);
+    let codec = publish_model(kafka, &t, &record).await;
+    let status = publish(kafka, &csv, &t)
+        .args(["--partitions", &partitions.to_string(), "--id-prefix", tag])
+        .status()
+        .unwrap();
+    assert!(status.success(), "every transaction was acknowledged");
+    let status = scorer_command(kafka, &t, &unique_name("first"))
+        .args(["--max-batch", "500", "--stop-after", &first.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "the first instance stops cleanly");
+    let committed = committed_offsets(kafka, &t, partitions);
+    ScoredInPart {
+        t,
+        codec,
+        record,
+        rows,
+        committed,
+    }
+}
+
 /// Publishes `record` on the test's models topic; the codec, to decode what the scorer writes.
 pub(crate) async fn publish_model(kafka: &KafkaArgs, t: &Topics, record: &ModelRecord) -> Codec {
     let codec = Codec::new(&kafka.schema_registry);
