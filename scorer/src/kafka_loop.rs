@@ -37,7 +37,7 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     // Never jump to a partition's start on librdkafka's own judgement: a position it finds
     // invalid (no committed offset, out of range, or a log truncation reported after a broker
     // restart) comes to the loop as an error instead, which commits what was sent and goes back to
-    // the committed offsets (see `Engine::reposition`). With `earliest`, such a reset re-scored
+    // the committed offsets (see `Engine::back_to_committed`). With `earliest`, such a reset re-scored
     // partitions from their start: duplicates on the predictions topic.
     ("auto.offset.reset", "error"),
     ("fetch.min.bytes", "1"),
@@ -331,13 +331,10 @@ impl Engine {
         if !(t.open && due) {
             return Ok(());
         }
-        let rewind = t.commit(&self.cfg.input_topic, consumer, &self.metrics)?;
+        let aborted = t.commit(&self.cfg.input_topic, consumer, &self.metrics)?;
         drop(t);
-        if rewind {
-            // Batches in flight hold records after the aborted ones: all of them are polled
-            // again, and their results (of the old generation) dropped.
-            generation.fetch_add(1, Ordering::AcqRel);
-            self.rewind(consumer)?;
+        if aborted {
+            self.back_to_committed(consumer, generation, Back::Aborted)?;
         }
         Ok(())
     }
@@ -394,8 +391,13 @@ impl Engine {
                     batch.push(m.partition(), m.offset(), m.key(), m.payload())
                 }
                 Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
-                    // The records polled so far come again from the committed offsets.
-                    self.reposition(c)?;
+                    // What was sent is committed first (its offsets are right); the records
+                    // polled so far come again from the committed offsets.
+                    c.txn
+                        .lock()
+                        .unwrap()
+                        .commit(&self.cfg.input_topic, consumer, &self.metrics)?;
+                    self.back_to_committed(consumer, generation, Back::NoValidPosition)?;
                     batch.clear();
                     break;
                 }
@@ -536,31 +538,28 @@ impl Engine {
         Ok(())
     }
 
-    /// After an abort: every partition we own goes back to its committed offset.
-    fn rewind(&self, consumer: &BaseConsumer<ScorerContext>) -> Result<(), ScorerError> {
-        tracing::info!("rewinding to the committed offsets");
-        self.go_to_committed(consumer)
-    }
-
-    /// librdkafka found no valid position for a partition (never committed, out of the log's
-    /// range, or a truncation it detected after a broker restart) and stopped fetching it. What
-    /// was sent is committed (its offsets are right), batches in flight are dropped, and every
-    /// partition we own goes to its committed offset as the group coordinator settles it.
-    fn reposition(&self, c: &Connection) -> Result<(), ScorerError> {
-        tracing::info!("a partition has no valid position; committing what was sent, then going to the committed offsets");
-        c.txn
-            .lock()
-            .unwrap()
-            .commit(&self.cfg.input_topic, &c.consumer, &self.metrics)?;
-        c.generation.fetch_add(1, Ordering::AcqRel);
-        self.go_to_committed(&c.consumer)
+    /// Every partition we own goes back to its committed offset. Batches in flight hold records
+    /// after it: they are polled again, and their results (of the old generation) dropped.
+    fn back_to_committed(
+        &self,
+        consumer: &BaseConsumer<ScorerContext>,
+        generation: &AtomicU64,
+        why: Back,
+    ) -> Result<(), ScorerError> {
+        generation.fetch_add(1, Ordering::AcqRel);
+        tracing::info!(why = why.describe(), "going back to the committed offsets");
+        self.go_to_committed(consumer, why)
     }
 
     /// Assigns every partition we own at its committed offset (settled: see
     /// [`committed_offsets_settled`]), each named in the log: a partition never committed from
     /// its start, one whose committed offset is outside the log from the nearest end of the log.
     /// An assignment rather than a seek: a partition librdkafka stopped cannot be sought.
-    fn go_to_committed(&self, consumer: &BaseConsumer<ScorerContext>) -> Result<(), ScorerError> {
+    fn go_to_committed(
+        &self,
+        consumer: &BaseConsumer<ScorerContext>,
+        why: Back,
+    ) -> Result<(), ScorerError> {
         let assigned = consumer.assignment()?;
         if assigned.count() == 0 {
             return Ok(());
@@ -571,7 +570,11 @@ impl Engine {
         for e in committed.elements() {
             let offset = match e.offset() {
                 Offset::Offset(o) => {
-                    let o = self.within_log(consumer, e.partition(), o)?;
+                    // After an abort the committed offsets are where this instance left them.
+                    let o = match why {
+                        Back::Aborted => o,
+                        Back::NoValidPosition => self.within_log(consumer, e.partition(), o)?,
+                    };
                     offsets.push((e.partition(), o));
                     Offset::Offset(o)
                 }
@@ -671,6 +674,26 @@ impl Pipeline {
         // The stage lets go of a batch before it returns its result.
         if let Ok(batch) = Arc::try_unwrap(batch) {
             self.spare.push(batch);
+        }
+    }
+}
+
+/// Why the loop goes back to the committed offsets.
+#[derive(Clone, Copy)]
+enum Back {
+    /// A commit was aborted: the records after the committed offsets are scored again.
+    Aborted,
+    /// librdkafka found no valid position for a partition (never committed, out of the log's
+    /// range, or a truncation it detected after a broker restart) and stopped fetching it. The
+    /// committed offset may then lie outside the log too: it is checked against the log.
+    NoValidPosition,
+}
+
+impl Back {
+    fn describe(self) -> &'static str {
+        match self {
+            Back::Aborted => "the transaction was aborted",
+            Back::NoValidPosition => "a partition had no valid position",
         }
     }
 }

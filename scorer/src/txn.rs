@@ -171,7 +171,7 @@ pub(crate) struct ScorerContext {
 }
 
 impl ClientContext for ScorerContext {
-    /// A partition without a valid position is the loop's to handle (`Engine::reposition`):
+    /// A partition without a valid position is the loop's to handle (`Engine::back_to_committed`):
     /// librdkafka's reason is worth a line, not an error; a first start has one per partition.
     fn error(&self, error: KafkaError, reason: &str) {
         match error.rdkafka_error_code() {

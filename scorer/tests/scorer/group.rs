@@ -83,21 +83,14 @@ async fn three_scorers_one_killed_exactly_one_prediction_each_and_a_live_model_s
         "every transaction was acknowledged"
     );
 
-    let messages = tokio::task::spawn_blocking({
-        let kafka = kafka.clone();
-        let topic = t.predictions.clone();
-        move || {
-            drain(
-                &kafka,
-                &topic,
-                n as usize,
-                Duration::from_secs(8),
-                Duration::from_secs(150),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let messages = drain_blocking(
+        &kafka,
+        &t.predictions,
+        n as usize,
+        Duration::from_secs(8),
+        Duration::from_secs(150),
+    )
+    .await;
     let mut ids = HashSet::new();
     let mut versions: HashMap<i32, u64> = HashMap::new();
     let mut alerts = 0;

@@ -29,20 +29,14 @@ async fn records_deleted_before_they_were_scored_are_skipped_and_the_rest_scored
 
     let mut second = scorer(&kafka, t, &unique_name("second"));
     let expected = (n - 1000) as usize;
-    let predictions = tokio::task::spawn_blocking({
-        let (kafka, topic) = (kafka.clone(), t.predictions.clone());
-        move || {
-            drain(
-                &kafka,
-                &topic,
-                expected,
-                Duration::from_secs(3),
-                Duration::from_secs(120),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let predictions = drain_blocking(
+        &kafka,
+        &t.predictions,
+        expected,
+        Duration::from_secs(3),
+        Duration::from_secs(120),
+    )
+    .await;
     terminate_and_wait(&mut second);
     let mut ids = HashSet::new();
     for m in &predictions {

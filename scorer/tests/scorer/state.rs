@@ -20,20 +20,14 @@ async fn account_state_survives_a_restart() {
     } = scored_in_part(&kafka, "state", 2, 60_000, 40_000).await;
     let n = rows as usize;
     let mut second = scorer(&kafka, &t, &unique_name("second"));
-    let predictions = tokio::task::spawn_blocking({
-        let (kafka, topic) = (kafka.clone(), t.predictions.clone());
-        move || {
-            drain(
-                &kafka,
-                &topic,
-                n,
-                Duration::from_secs(3),
-                Duration::from_secs(120),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let predictions = drain_blocking(
+        &kafka,
+        &t.predictions,
+        n,
+        Duration::from_secs(3),
+        Duration::from_secs(120),
+    )
+    .await;
     Command::new("kill")
         .args(["-TERM", &second.id().to_string()])
         .status()

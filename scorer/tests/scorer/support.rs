@@ -150,6 +150,20 @@ pub(crate) fn scorer_command(kafka: &KafkaArgs, t: &Topics, instance: &str) -> C
     command
 }
 
+/// [`drain`] on a blocking thread, so that the test's runtime (and what it spawned) runs on.
+pub(crate) async fn drain_blocking(
+    kafka: &KafkaArgs,
+    topic: &str,
+    expected: usize,
+    quiet: Duration,
+    deadline: Duration,
+) -> Vec<OwnedMessage> {
+    let (kafka, topic) = (kafka.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || drain(&kafka, &topic, expected, quiet, deadline))
+        .await
+        .unwrap()
+}
+
 /// Reads a topic (read_committed) until it has been quiet for `quiet` after `expected` arrived.
 pub(crate) fn drain(
     kafka: &KafkaArgs,
