@@ -306,10 +306,10 @@ impl KafkaArgs {
                 // `MemoryArgs`).
                 ("queued.max.messages.kbytes", "16384"),
                 ("fetch.queue.backoff.ms", "5"),
-                // After a broker restart each newly assigned partition's first fetch fails once
-                // (inside librdkafka, not shown to us) and waited the default 500 ms: a scorer's
-                // state rebuild took ~0.55 s a partition instead of ~50 ms (the faults suite's
-                // `broker-restart`).
+                // After a broker restart a newly assigned partition's fetch meets an error that
+                // librdkafka handles without reporting it, and backs off (500 ms by default): a
+                // scorer's state rebuild took ~0.55 s a partition instead of ~50 ms (the faults
+                // suite's `broker-restart`).
                 ("fetch.error.backoff.ms", "20"),
             ])?
             .create()?)
