@@ -48,6 +48,9 @@ test: deps services cluster ## lint (fmt + clippy), every unit and integration t
 	failed=$$(grep -Eo '[0-9]+ failed' $(CARGO_TARGET_DIR)/test.log | awk '{s+=$$1} END {print s+0}'); \
 	deploy/local/kafka-topics.sh --delete --topic '.*_[0-9]+_[0-9]+_[0-9]+.*' >/dev/null 2>&1 || true; \
 	(. deploy/local/env.sh && use_services cluster && deploy/local/kafka-topics.sh --delete --topic '.*_[0-9]+_[0-9]+_[0-9]+.*' >/dev/null 2>&1) || true; \
+	(. deploy/local/env.sh && ch="http://127.0.0.1:$$CLICKHOUSE_HTTP_PORT/" && \
+	  for db in $$(curl -sf "$$ch" --data-binary 'SHOW DATABASES' | grep -E '^[a-z0-9_]+_[0-9]+_[0-9]+_[0-9]+$$'); do \
+	    curl -sf "$$ch" --data-binary "DROP DATABASE IF EXISTS $$db" >/dev/null; done) || true; \
 	echo "tests took $$(( $$(date +%s) - start ))s (log: $(CARGO_TARGET_DIR)/test.log)"; \
 	echo "fraudstream: $$passed passed, $$failed failed; lint rc=$$lrc; fault suite rc=$$frc; compose run rc=$$crc; secure run rc=$$src"; \
 	[ $$lrc -eq 0 ] && [ $$rc -eq 0 ] && [ $$frc -eq 0 ] && [ $$crc -eq 0 ] && [ $$src -eq 0 ]
