@@ -553,8 +553,9 @@ impl Engine {
 
     /// Assigns every partition we own at its committed offset (settled: see
     /// [`committed_offsets_settled`]), each named in the log: a partition never committed from
-    /// its start, one whose committed offset is outside the log from the nearest end of the log.
-    /// An assignment rather than a seek: a partition librdkafka stopped cannot be sought.
+    /// its start; after [`Back::NoValidPosition`], one whose committed offset is outside the log
+    /// from the nearest end of the log. An assignment rather than a seek: a partition librdkafka
+    /// stopped cannot be sought.
     fn go_to_committed(
         &self,
         consumer: &BaseConsumer<ScorerContext>,
