@@ -28,7 +28,7 @@ pub fn local_clickhouse(database: &str) -> ClickHouseArgs {
 pub fn cluster_kafka() -> KafkaArgs {
     KafkaArgs::new(
         &std::env::var("CLUSTER_KAFKA_BROKERS")
-            .unwrap_or_else(|_| "127.0.0.1:39092,127.0.0.1:39093,127.0.0.1:39094".into()),
+            .unwrap_or_else(|_| "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094".into()),
         &local_kafka().schema_registry,
     )
 }
@@ -38,7 +38,7 @@ pub fn cluster_kafka() -> KafkaArgs {
 pub fn cluster_clickhouse(database: &str) -> ClickHouseArgs {
     let mut args = ClickHouseArgs::new(
         &std::env::var("CLUSTER_CLICKHOUSE_URL")
-            .unwrap_or_else(|_| "http://127.0.0.1:38123".into()),
+            .unwrap_or_else(|_| "http://127.0.0.1:18123".into()),
         database,
     );
     args.cluster = Some("fraudstream".into());

@@ -3,7 +3,7 @@
 #   deploy/local/kafka-topics.sh --list
 #   deploy/local/kafka-topics.sh --describe --topic models
 #   deploy/local/kafka-topics.sh --delete --topic 'bench-.*'
-# FS_KAFKA_BOOTSTRAP=127.0.0.1:39092 runs it against the cluster (cluster.sh).
+# FS_KAFKA_BOOTSTRAP=127.0.0.1:19092 runs it against the cluster (cluster.sh).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/env.sh"

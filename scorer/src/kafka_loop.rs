@@ -2,6 +2,7 @@
 //! stage scored inside the open transaction with the batch's offsets, commits every
 //! `commit_interval`, and goes back to the committed offsets after an abort.
 
+use crate::resume::Resume;
 use crate::stage::{self, Batch, Output, RawRecord, Scored};
 use crate::txn::{AbortOnExit, ScorerContext, Txn, PRODUCER_DEFAULTS};
 use crate::{Engine, RunSummary, ScorerError};
@@ -409,8 +410,30 @@ impl Engine {
             }
             timeout = Duration::ZERO;
         }
+        if self.below_our_commit(c, &batch) {
+            self.back_to_committed(consumer, generation, Back::BelowOurCommit)?;
+            batch.clear();
+        }
         batch.generation = generation.load(Ordering::Acquire);
         Ok(batch)
+    }
+
+    /// Whether `batch` holds a record below an offset this process committed: scored and committed
+    /// already. Only each run of one partition's records is looked at (they come in order).
+    fn below_our_commit(&self, c: &Connection, batch: &Batch) -> bool {
+        let Some(first) = batch.records.first() else {
+            return false;
+        };
+        let txn = c.txn.lock().unwrap();
+        let mut last = first.partition - 1;
+        batch.records.iter().any(|r| {
+            let new_run = std::mem::replace(&mut last, r.partition) != r.partition;
+            new_run
+                && txn
+                    .committed
+                    .floor(r.partition)
+                    .is_some_and(|f| r.offset < f)
+        })
     }
 
     /// Sends the oldest batch in flight, as scored, in the open transaction with its offsets; drops
@@ -554,8 +577,9 @@ impl Engine {
     /// Assigns every partition we own at its committed offset (settled: see
     /// [`committed_offsets_settled`]), each named in the log: a partition never committed from
     /// its start; after [`Back::NoValidPosition`], one whose committed offset is outside the log
-    /// from the nearest end of the log. An assignment rather than a seek: a partition librdkafka
-    /// stopped cannot be sought.
+    /// from the nearest end of the log. Never below what this process committed (see
+    /// [`crate::resume`]): an answer below it is overruled, with a warning. An assignment rather
+    /// than a seek: a partition librdkafka stopped cannot be sought.
     fn go_to_committed(
         &self,
         consumer: &BaseConsumer<ScorerContext>,
@@ -569,22 +593,18 @@ impl Engine {
         let mut at = TopicPartitionList::new();
         let (mut offsets, mut never) = (Vec::new(), Vec::new());
         for e in committed.elements() {
-            let offset = match e.offset() {
-                Offset::Offset(o) => {
-                    // After an abort the committed offsets are where this instance left them.
-                    let o = match why {
-                        Back::Aborted => o,
-                        Back::NoValidPosition => self.within_log(consumer, e.partition(), o)?,
-                    };
-                    offsets.push((e.partition(), o));
+            let p = e.partition();
+            let offset = match self.resume_at(consumer, p, e.offset(), why)? {
+                Some(o) => {
+                    offsets.push((p, o));
                     Offset::Offset(o)
                 }
-                _ => {
-                    never.push(e.partition());
+                None => {
+                    never.push(p);
                     Offset::Beginning
                 }
             };
-            at.add_partition_offset(&self.cfg.input_topic, e.partition(), offset)?;
+            at.add_partition_offset(&self.cfg.input_topic, p, offset)?;
         }
         tracing::info!(
             ?offsets,
@@ -593,6 +613,37 @@ impl Engine {
         );
         consumer.assign(&at)?;
         Ok(())
+    }
+
+    /// Where `partition` resumes given the group's answer `group` (None: from its start).
+    fn resume_at(
+        &self,
+        consumer: &BaseConsumer<ScorerContext>,
+        partition: i32,
+        group: Offset,
+        why: Back,
+    ) -> Result<Option<i64>, ScorerError> {
+        let group = match group {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        };
+        let mut txn = consumer.context().txn.lock().unwrap();
+        let o = match txn.committed.resume(partition, group) {
+            Resume::Start => return Ok(None),
+            Resume::Group(o) => o,
+            Resume::Ours { group, ours } => {
+                tracing::warn!(partition, group_answer = ?group, committed_by_us = ours, "the group coordinator answered an offset below one this scorer committed (seen after a broker restart: the broker lost or had not loaded the group's offsets); going on from ours");
+                ours
+            }
+        };
+        // After an abort the committed offsets are where this instance left them.
+        let o = match why {
+            Back::Aborted | Back::BelowOurCommit => o,
+            Back::NoValidPosition => self.within_log(consumer, partition, o)?,
+        };
+        // A log truncated below what we committed: those records are gone.
+        txn.committed.truncated(partition, o);
+        Ok(Some(o))
     }
 
     /// `committed`, or the nearest end of the partition's log when it is outside it.
@@ -688,6 +739,9 @@ enum Back {
     /// range, or a truncation it detected after a broker restart) and stopped fetching it. The
     /// committed offset may then lie outside the log too: it is checked against the log.
     NoValidPosition,
+    /// A record polled after an assignment lies below an offset this process committed: the
+    /// position librdkafka fetched from the group was behind (see [`crate::resume`]).
+    BelowOurCommit,
 }
 
 impl Back {
@@ -695,6 +749,7 @@ impl Back {
         match self {
             Back::Aborted => "the transaction was aborted",
             Back::NoValidPosition => "a partition had no valid position",
+            Back::BelowOurCommit => "a record polled was below an offset this scorer committed",
         }
     }
 }

@@ -23,6 +23,7 @@
 mod kafka_loop;
 pub mod metrics;
 pub mod models;
+mod resume;
 mod rules;
 mod stage;
 mod state;

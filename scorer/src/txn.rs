@@ -2,6 +2,7 @@
 //! transaction committed before partitions are revoked, and aborted when the loop fails.
 
 use crate::metrics::ScorerMetrics;
+use crate::resume::CommittedByUs;
 use crate::watchdog;
 use crate::ScorerError;
 use fraudstream_common::kafka::{drain, lag_from_statistics, push};
@@ -36,6 +37,8 @@ pub(crate) struct Txn {
     pub(crate) open: bool,
     /// Next offset to commit per input partition.
     pub(crate) offsets: HashMap<i32, i64>,
+    /// What this process's committed transactions committed: a floor under the group's answers.
+    pub(crate) committed: CommittedByUs,
     pub(crate) opened_at: Instant,
     /// Outputs were sent since the last [`Txn::push_lingering`]: librdkafka may hold them back
     /// for `linger.ms`.
@@ -53,6 +56,7 @@ impl Txn {
             config,
             open: false,
             offsets: HashMap::new(),
+            committed: CommittedByUs::default(),
             opened_at: Instant::now(),
             lingering: false,
         })
@@ -134,6 +138,7 @@ impl Txn {
         match result {
             Ok(()) => {
                 metrics.txn_committed.inc();
+                self.committed.record(&offsets);
                 Ok(false)
             }
             Err(e) => {
@@ -145,6 +150,7 @@ impl Txn {
                     // aborted the transaction itself and bumped the producer epoch. The outputs are
                     // aborted either way; carry on with a new producer, from the committed offsets.
                     tracing::warn!(error = %abort, "the transaction could not be aborted; starting a new producer");
+                    let committed = std::mem::take(&mut self.committed);
                     *self = Txn::new(self.config.clone()).map_err(|new| {
                         ScorerError::Transaction(Box::new(crate::TransactionFailure {
                             commit: e,
@@ -152,6 +158,7 @@ impl Txn {
                             new_producer: Box::new(new),
                         }))
                     })?;
+                    self.committed = committed;
                 }
                 metrics.txn_aborted.inc();
                 Ok(!offsets.is_empty())

@@ -317,7 +317,7 @@ async fn every_clickhouse_panel_query_runs_on_a_clickhouse_cluster() {
     // Both replicas hold every row: the second one got them through replication.
     let mut replica = ch.clone();
     replica.url = std::env::var("CLUSTER_CLICKHOUSE_URL_2")
-        .unwrap_or_else(|_| "http://127.0.0.1:38124".into());
+        .unwrap_or_else(|_| "http://127.0.0.1:18124".into());
     wait_for_rows(
         &replica,
         "predictions_local",
