@@ -6,7 +6,7 @@
 # three Kafka nodes with RF=3 and min.insync.replicas=2, two ClickHouse replicas.
 #   FAULTS_N       transactions per scenario (default 200000; `make test` runs 30000)
 #   FAULTS_RATE    publish rate, tx/s (default 20000)
-#   FAULTS_ONLY    run only these scenarios (space separated names)
+#   FAULTS_ONLY    run only these scenarios (space separated names; a name twice runs it twice)
 #   FAULTS_OUT     where the table is written too (default bench/results/faults.md)
 #   FAULTS_LOG     the services' RUST_LOG (default error; e.g. info,librdkafka=warn to see why)
 #   FAULTS_SCORER_ARGS  extra scorer flags, e.g. "-X transaction.timeout.ms=10000"
@@ -43,7 +43,7 @@ cleanup() {
 }
 drop_scenarios_data() { # $1 = " ON CLUSTER name" on the cluster
   deploy/local/kafka-topics.sh --delete --topic "faults-.*-$ID-.*" >/dev/null 2>&1 || true
-  for db in $(curl -sf "$CH/" --data-binary "SELECT name FROM system.databases WHERE name LIKE 'faults_%_$ID'" 2>/dev/null); do
+  for db in $(curl -sf "$CH/" --data-binary "SELECT name FROM system.databases WHERE name LIKE 'faults_%_${ID}_%'" 2>/dev/null); do
     curl -sf "$CH/" --data-binary "DROP DATABASE $db${1:-}" >/dev/null 2>&1 || true
   done
 }
@@ -122,7 +122,8 @@ stream_rate() {
 results=()
 REGISTRY_DIRECT="$SCHEMA_REGISTRY_URL"
 scenario() { # $1 = name, $2 = fault function, $3 = set-up before the services start (optional)
-  NAME=$1; P="faults-$NAME-$ID"; DB="faults_${NAME//-/_}_$ID"
+  # A run number too: FAULTS_ONLY="broker-restart broker-restart" runs it twice on fresh topics.
+  RUN=$((${RUN:-0} + 1)); NAME=$1; P="faults-$NAME-$ID-$RUN"; DB="faults_${NAME//-/_}_${ID}_$RUN"
   local started; started=$(date +%s)
   case $NAME in cluster-*) on_cluster ;; *) on_single ;; esac
   for t in tx pred alerts dlq labels; do

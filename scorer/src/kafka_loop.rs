@@ -45,6 +45,12 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("fetch.wait.max.ms", "50"),
     ("session.timeout.ms", "10000"),
     ("heartbeat.interval.ms", "1000"),
+    // Also the member's rebalance timeout: how long the coordinator holds a rejoin waiting for the
+    // group's other members. After a broker restart the scorers' sessions had expired on their
+    // side and their rejoin was held for the 300 s default (a fault run with two restarts in a
+    // row: nothing scored for a whole scenario). Above a registry outage the loop waits out
+    // without polling (`wait_scored`): the 30 s one of the fault suite stays in the group.
+    ("max.poll.interval.ms", "60000"),
     ("partition.assignment.strategy", "range,roundrobin"),
 ];
 

@@ -194,6 +194,13 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("auto.offset.reset", "earliest"),
     ("session.timeout.ms", "10000"),
     ("heartbeat.interval.ms", "1000"),
+    // Also the member's rebalance timeout: how long the coordinator holds a rejoin waiting for the
+    // group's other members. After a broker restart the sink's session had expired on its side,
+    // and its rejoin was held for the whole 300 s default (the JoinGroup timed out in flight 5
+    // minutes later; the sink read nothing meanwhile, in the 200k broker-restart fault run). The
+    // loop goes on polling while a write waits (paused: see `PAUSE_AFTER`), so a live sink does
+    // not reach 30 s; a ClickHouse outage leaves it in the group (clickhouse-down-20s).
+    ("max.poll.interval.ms", "30000"),
     // librdkafka keeps one fetch in flight per broker. While the predictions' partitions wait for
     // room in the prefetch queue, the next fetch asks only for partitions with nothing new (the
     // labels, a caught-up partition), and the broker holds it for the whole wait: at librdkafka's
