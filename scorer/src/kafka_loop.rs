@@ -427,14 +427,14 @@ impl Engine {
     /// Whether `batch` holds a record below an offset this process committed: scored and committed
     /// already. Only each run of one partition's records is looked at (they come in order).
     fn below_our_commit(&self, c: &Connection, batch: &Batch) -> bool {
-        let Some(first) = batch.records.first() else {
+        if batch.records.is_empty() {
             return false;
-        };
+        }
         let txn = c.txn.lock().unwrap();
-        let mut last = first.partition - 1;
+        let mut run = None;
         batch.records.iter().any(|r| {
-            let new_run = std::mem::replace(&mut last, r.partition) != r.partition;
-            new_run
+            let first_of_run = run.replace(r.partition) != Some(r.partition);
+            first_of_run
                 && txn
                     .committed
                     .floor(r.partition)

@@ -38,15 +38,7 @@ async fn records_deleted_before_they_were_scored_are_skipped_and_the_rest_scored
     )
     .await;
     terminate_and_wait(&mut second);
-    let mut ids = HashSet::new();
-    for m in &predictions {
-        let p: Prediction = codec.decode(m.payload().unwrap()).await.unwrap();
-        assert!(
-            ids.insert(p.transaction_id.clone()),
-            "duplicate prediction for {}",
-            p.transaction_id
-        );
-    }
+    let ids = distinct_prediction_ids(codec, &predictions).await;
     assert_eq!(
         ids.len(),
         expected,
@@ -113,15 +105,7 @@ async fn offsets_the_group_lost_are_not_scored_again_by_the_scorer_that_committe
     .await;
     terminate_and_wait(&mut s);
 
-    let mut ids = HashSet::new();
-    for m in &all {
-        let p: Prediction = codec.decode(m.payload().unwrap()).await.unwrap();
-        assert!(
-            ids.insert(p.transaction_id.clone()),
-            "{} scored twice",
-            p.transaction_id
-        );
-    }
+    let ids = distinct_prediction_ids(&codec, &all).await;
     assert_eq!(ids.len() as u64, 2 * rows, "both streams scored, once each");
     let committed = committed_offsets(&kafka, &t, 2);
     assert_eq!(
@@ -157,11 +141,7 @@ fn rewind_group(kafka: &KafkaArgs, t: &Topics, partitions: i32) {
     let timeout = Duration::from_secs(10);
     producer.init_transactions(timeout).unwrap();
     producer.begin_transaction().unwrap();
-    let outsider: BaseConsumer = kafka
-        .client_config_with(&[("group.id", &t.group)])
-        .unwrap()
-        .create()
-        .unwrap();
+    let outsider = group_client(kafka, t);
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(&t.transactions, p, rdkafka::Offset::Offset(0))

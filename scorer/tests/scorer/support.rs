@@ -253,16 +253,11 @@ pub(crate) fn committed_offsets(
     t: &Topics,
     partitions: i32,
 ) -> HashMap<i32, i64> {
-    let group: BaseConsumer = kafka
-        .client_config_with(&[("group.id", &t.group)])
-        .unwrap()
-        .create()
-        .unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(&t.transactions, p);
     }
-    group
+    group_client(kafka, t)
         .committed_offsets(tpl, Duration::from_secs(10))
         .unwrap()
         .elements()
@@ -272,6 +267,32 @@ pub(crate) fn committed_offsets(
             _ => (e.partition(), 0),
         })
         .collect()
+}
+
+/// A client of the scorers' group that is not a member of it (it never subscribes).
+pub(crate) fn group_client(kafka: &KafkaArgs, t: &Topics) -> BaseConsumer {
+    kafka
+        .client_config_with(&[("group.id", &t.group)])
+        .unwrap()
+        .create()
+        .unwrap()
+}
+
+/// The transaction ids of `messages` (predictions), each asserted to come once.
+pub(crate) async fn distinct_prediction_ids(
+    codec: &Codec,
+    messages: &[OwnedMessage],
+) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    for m in messages {
+        let p: Prediction = codec.decode(m.payload().unwrap()).await.unwrap();
+        assert!(
+            ids.insert(p.transaction_id.clone()),
+            "duplicate prediction for {}",
+            p.transaction_id
+        );
+    }
+    ids
 }
 
 pub(crate) async fn send_raw(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
