@@ -68,6 +68,64 @@ pub struct Forest {
     /// No split treats zero or NaN as missing (LightGBM's default on data without NaN), so NaN
     /// can be read as 0 once per row and each step is one comparison.
     pub(crate) plain: bool,
+    /// The trees laid out complete, when the model is `plain` and no tree is deeper than
+    /// [`COMPLETE_MAX_DEPTH`]: the walk the scorer takes ([`Complete`]).
+    pub(crate) complete: Option<Vec<Complete>>,
+}
+
+/// The deepest tree laid out complete: 2^10 leaves take 17 KiB, and the trainer's trees are at
+/// most 8 deep. Deeper trees (a model trained elsewhere) take the walk over [`Node`]s.
+const COMPLETE_MAX_DEPTH: u32 = 10;
+// A split's feature is stored in a byte.
+const _: () = assert!(N_FEATURES <= 256);
+
+/// A tree padded to a complete binary tree of its depth, in breadth-first order: the children of
+/// node `i` are `2i + 1` (value not above the threshold) and `2i + 2`, so a step computes where it
+/// goes instead of loading it, and every row takes `depth` steps. A leaf above the last level
+/// stands for the whole subtree below it (every leaf under it holds its value). Measured in
+/// `scorer/examples/stages.rs` (a 68-tree model, 631k records): the predict stage took
+/// 0.41-0.45 µs a record over [`Node`]s, 0.34-0.37 µs laid out complete.
+#[derive(Debug)]
+pub(crate) struct Complete {
+    depth: u32,
+    /// Per split node, its feature (below 256: the walk is for [`N_FEATURES`] columns).
+    feature: Vec<u8>,
+    threshold: Vec<f64>,
+    /// Per leaf of the last level, left to right.
+    leaf: Vec<f64>,
+}
+
+impl Complete {
+    fn of(tree: &Tree) -> Complete {
+        let splits = (1usize << tree.depth) - 1;
+        let mut c = Complete {
+            depth: tree.depth,
+            feature: vec![0; splits],
+            threshold: vec![f64::INFINITY; splits],
+            leaf: vec![0.0; splits + 1],
+        };
+        c.fill(tree, 0, 0, 0);
+        c
+    }
+
+    /// Places `node` of `tree` at position `at` (on `level`) and what is below it under `at`.
+    fn fill(&mut self, tree: &Tree, node: u32, at: usize, level: u32) {
+        if level == self.depth {
+            self.leaf[at - self.feature.len()] = tree.value[node as usize];
+            return;
+        }
+        // A leaf above the last level goes both ways to itself: the comparison is moot.
+        let [left, right] = if node < tree.splits {
+            let n = &tree.nodes[node as usize];
+            self.feature[at] = n.feature as u8;
+            self.threshold[at] = n.threshold;
+            n.child.map(u32::from)
+        } else {
+            [node, node]
+        };
+        self.fill(tree, left, 2 * at + 1, level + 1);
+        self.fill(tree, right, 2 * at + 2, level + 1);
+    }
 }
 
 /// Rows walked together through one tree, then the next: enough independent walks to hide each
@@ -172,11 +230,16 @@ impl Forest {
             .iter()
             .flat_map(|t| &t.nodes)
             .all(|n| n.flags & (MISSING_ZERO | MISSING_NAN) == 0);
+        let complete = (plain
+            && n_features == N_FEATURES
+            && trees.iter().all(|t| t.depth <= COMPLETE_MAX_DEPTH))
+        .then(|| trees.iter().map(Complete::of).collect());
         Ok(Forest {
             trees,
             sigmoid,
             n_features,
             plain,
+            complete,
         })
     }
 
@@ -235,6 +298,10 @@ impl Forest {
             let mut raw = [0.0f64; BLOCK];
             for lane0 in (0..n.div_ceil(LANES) * LANES).step_by(LANES) {
                 let raw: &mut [f64; LANES] = (&mut raw[lane0..lane0 + LANES]).try_into().unwrap();
+                if let Some(complete) = &self.complete {
+                    walk_complete(complete, &block, lane0, raw);
+                    continue;
+                }
                 if self.plain && nf == N_FEATURES {
                     self.walk_plain(&block, lane0, raw);
                     continue;
@@ -298,6 +365,35 @@ impl Forest {
             for l in 0..LANES {
                 raw[l] += tree.value[at[l] as usize];
             }
+        }
+    }
+}
+
+/// [`Forest::walk_plain`] over the trees laid out complete: `LANES` rows of [`N_FEATURES`] values
+/// from `lane0` of `block` (NaN already read as 0), each tree's leaf added to `raw` in tree order
+/// (the order of LightGBM's sum, so the scores are the same bits).
+#[inline(always)]
+fn walk_complete(trees: &[Complete], block: &[f64], lane0: usize, raw: &mut [f64; LANES]) {
+    const NF: usize = N_FEATURES;
+    let lanes = &block[lane0 * NF..(lane0 + LANES) * NF];
+    for tree in trees {
+        let mut at = [0usize; LANES];
+        for _ in 0..tree.depth {
+            for (l, at) in at.iter_mut().enumerate() {
+                // SAFETY: `at` stays below 2^level - 1 + 2^level, a split node of `feature` and
+                // `threshold` (2^depth - 1 long) until the last step; `Complete::of` took every
+                // feature from a tree checked against `n_features` (== NF) by `from_model_text`,
+                // and `lanes` holds LANES rows of NF values.
+                unsafe {
+                    let f = usize::from(*tree.feature.get_unchecked(*at));
+                    let v = *lanes.get_unchecked(l * NF + f);
+                    *at = 2 * *at + 1 + usize::from(v > *tree.threshold.get_unchecked(*at));
+                }
+            }
+        }
+        let first_leaf = tree.feature.len();
+        for l in 0..LANES {
+            raw[l] += tree.leaf[at[l] - first_leaf];
         }
     }
 }

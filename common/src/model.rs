@@ -449,6 +449,12 @@ mod tests {
         // No NaN in training: no missing-value splits (the scorer's case, one comparison a step).
         let plain = load(train(base.clone(), &[]));
         assert!(plain.is_native() && plain.forest.as_ref().unwrap().plain);
+        // Shallow trees: the walk over trees laid out complete.
+        assert!(plain.forest.as_ref().unwrap().complete.is_some());
+        assert_same_as_lightgbm(&plain, &[3, 4]);
+        // The walk over nodes that trees too deep to lay out complete take, on the same trees.
+        let mut plain = plain;
+        plain.forest.as_mut().unwrap().complete = None;
         assert_same_as_lightgbm(&plain, &[3, 4]);
         // NaN in training: splits that send NaN their own way.
         let nan = load(train(base.clone(), &[3, 4]));
