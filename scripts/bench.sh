@@ -221,7 +221,7 @@ mkdir -p bench/results
   echo "| producer publish ($STREAM_ROWS tx + as many labels; Avro, idempotent, lz4) | $(printf '%s\n' "${pub[@]}" | median) tx/s | ${pub[*]} | ≥ 200,000 |"
   echo "| scorer, exactly-once ($STREAM_ROWS tx, 1 instance, 6 partitions; the trainer's model: $TREES trees) | $(printf '%s\n' "${sc[@]}" | median) tx/s | ${sc[*]} | ≥ 100,000 |"
   echo "| raw passthrough (same EOS loop, bytes copied, no decode/score) | $(printf '%s\n' "${pt[@]}" | median) tx/s | ${pt[*]} | |"
-  echo "| scorer / passthrough, per run | $(printf '%s\n' "${ratio[@]}" | median) | ${ratio[*]} | ≥ 0.60 |"
+  echo "| scorer / passthrough, per run | $(printf '%s\n' "${ratio[@]}" | median) | ${ratio[*]} | ≥ 0.85 (#19) |"
   echo "| scorer with LightGBM's own predict and SHAP (\`--lightgbm-predict\`; same model) | $(printf '%s\n' "${lg[@]}" | median) tx/s | ${lg[*]} | |"
   echo "| scorer (LightGBM's predict) / passthrough, per run | $(printf '%s\n' "${lg_ratio[@]}" | median) | ${lg_ratio[*]} | |"
   echo "| scorer with a compact model ($SMALL_ROUNDS trees, same data, holdout PR-AUC $small_auc) | $(printf '%s\n' "${small[@]}" | median) tx/s | ${small[*]} | |"
