@@ -161,12 +161,26 @@ rows = [json.loads(l)["fields"] for l in sys.stdin]
 print(round(sum(r["records"] for r in rows) / max(sum(r["ms"] for r in rows), 1) * 1000) if rows else 0)')")
   log "cold start run $i: ${cold[-1]} ms to the first committed batch and exit; state rebuilt at ${rebuild[-1]} records/s"
 done
+# clickhouse_quiet: waits (up to 60 s) until ClickHouse merges nothing, so that the sink and the raw
+# insert each start with the server to themselves: the parts one run leaves are merged in the
+# background, and the run after it paid for them (the raw insert moved from 836k to 1.40M rows/s
+# between runs of one bench).
+clickhouse_quiet() {
+  local i
+  for i in $(seq 1 120); do
+    [ "$(curl -sf "$CLICKHOUSE_URL/" --data-binary 'SELECT count() FROM system.merges' 2>/dev/null)" = 0 ] && return
+    sleep 0.5
+  done
+  log "ClickHouse still merging after 60 s; measuring anyway"
+}
 for i in $(seq 1 "$RUNS"); do
+  clickhouse_quiet
   # The sink lands a scorer run's predictions (offsets committed after each insert, as in production).
   sk+=("$(peak_rss "$BIN/sink" --group "bench-sink-$i-$ID" --predictions-topic "bench-score$i-$ID-out" \
     --transactions-topic "bench-sink-tx-$i-$ID" --labels-topic "bench-sink-labels-$i-$ID" --dlq-topic "bench-sink-dlq-$i-$ID" \
     --clickhouse-database "bench_sink_${i}_$$" --metrics-addr 127.0.0.1:0 --stop-after "$STREAM_ROWS" 2>/dev/null | rate_of)")
   sk_rss+=("$(rss_mb)")
+  clickhouse_quiet
   # The same rows from memory into the same ClickHouse by the same client (only the inserts timed).
   raw+=("$("$BIN/examples/raw_insert" --topic "bench-score$i-$ID-out" --clickhouse-database "bench_raw_${i}_$$" 2>/dev/null | rate_of)")
   sk_ratio+=("$(echo "${sk[-1]} ${raw[-1]}" | awk '{printf "%.2f", $1 / $2}')")
