@@ -165,10 +165,11 @@ done
 # insert each start with the server to themselves: the parts one run leaves are merged in the
 # background, and the run after it paid for them (the raw insert moved from 836k to 1.40M rows/s
 # between runs of one bench).
+# Each probe is bounded and the wait is wall time, as `wait_for`'s (deploy/local/env.sh).
 clickhouse_quiet() {
-  local i
-  for i in $(seq 1 120); do
-    [ "$(curl -sf "$CLICKHOUSE_URL/" --data-binary 'SELECT count() FROM system.merges' 2>/dev/null)" = 0 ] && return
+  local end=$((SECONDS + 60))
+  while ((SECONDS < end)); do
+    [ "$(curl -sf --max-time "$PROBE_SECS" "$CLICKHOUSE_URL/" --data-binary 'SELECT count() FROM system.merges' 2>/dev/null)" = 0 ] && return
     sleep 0.5
   done
   log "ClickHouse still merging after 60 s; measuring anyway"
